@@ -16,6 +16,8 @@ _EXPORTS = {
     "build_optimizer": "models",
     "train": "training",
     "make_run_dir": "training",
+    "load_model": "saving",
+    "TrainingFailed": "run_state",
     "available_recipes": "registry",
     "get_recipe": "registry",
 }

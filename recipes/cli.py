@@ -8,8 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from kerastricks.recipes.distribute import add_distribute_arguments
 from kerastricks.recipes.quiet import quiet_tensorflow
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -43,12 +45,23 @@ def add_run_arguments(parser):
     parser.add_argument("--subset", type=positive_int,
                         help="train on at most this many images (stratified), for quick runs")
     parser.add_argument("--batch-size", type=positive_int, help="images per training batch")
-    parser.add_argument("--seed", type=non_negative_int, help="seed of the split, weights and shuffling")
+    parser.add_argument("--seed", type=non_negative_int,
+                        help="seed of the split, weights and shuffling; also makes TensorFlow's "
+                             "operations deterministic, so reruns give the same numbers on CPU")
     parser.add_argument("--logdir", default="runs",
                         help="folder that receives the run folder (default: %(default)s)")
+    parser.add_argument("--run-dir", help="use this run folder instead of a new one in --logdir; "
+                                          "an unfinished run there is resumed")
+    parser.add_argument("--resume", action="store_true",
+                        help="resume the newest unfinished run of this recipe in --logdir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished run in --run-dir instead of stopping")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="set any recipe field, e.g. --set activation=tanh; repeatable")
     parser.add_argument("--quiet", action="store_true", help="hide Keras's progress bar")
+    parser.add_argument("--no-diagnostics", action="store_true",
+                        help="skip the diagnostics (activation statistics, update ratios, figures "
+                             "and the text diagnosis); same as --set diagnostics=false")
 
 
 def build_parser():
@@ -66,7 +79,33 @@ def build_parser():
     run_parser.add_argument("recipe", metavar="RECIPE",
                             help="a recipe name (see 'kerastricks list') or a .json/.yaml recipe file")
     add_run_arguments(run_parser)
+    add_distribute_arguments(run_parser)
     run_parser.set_defaults(handler=_run)
+
+    from kerastricks.recipes.lr_find import add_lr_find_arguments, run_lr_find
+
+    lr_find_parser = commands.add_parser(
+        "lr-find", help="sweep the learning rate of a recipe and suggest one (model left untrained)"
+    )
+    add_lr_find_arguments(lr_find_parser)
+    lr_find_parser.set_defaults(handler=run_lr_find)
+
+    from kerastricks.recipes.search_cli import add_search_arguments, run_search_command
+
+    search_parser = commands.add_parser(
+        "search", help="search combinations of tricks with keras-tuner and rank them"
+    )
+    add_search_arguments(search_parser)
+    search_parser.set_defaults(handler=run_search_command)
+
+    from kerastricks.recipes.ensemble_command import add_ensemble_arguments, run_ensemble
+
+    ensemble_parser = commands.add_parser(
+        "ensemble", help="train or load several models, combine their predictions, compare them"
+    )
+    add_ensemble_arguments(ensemble_parser, positive_int)
+    add_run_arguments(ensemble_parser)
+    ensemble_parser.set_defaults(handler=run_ensemble)
     return parser
 
 
@@ -76,11 +115,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from kerastricks.recipes.data import DataError
+    from kerastricks.recipes.distribute import DistributeError
     from kerastricks.recipes.spec import RecipeError
 
     try:
         return args.handler(args, parser)
-    except (RecipeError, DataError) as error:
+    except (RecipeError, DataError, DistributeError) as error:
         print(f"kerastricks: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -134,36 +174,89 @@ def resolve_recipe(args, parser):
     set_keys = {item.partition("=")[0].strip() for item in args.overrides}
     for key in sorted(set_keys & set(flags)):
         parser.error(f"--{key.replace('_', '-')} and --set {key}=... both set {key}; use one of them")
-    return recipe.replace(**flags).with_overrides(args.overrides)
+    recipe = recipe.replace(**flags).with_overrides(args.overrides)
+    if getattr(args, "no_diagnostics", False):
+        recipe = recipe.replace(diagnostics=False)
+    return recipe
 
 
 def _run(args, parser):
+    from kerastricks.recipes.distribute import (
+        create_strategy, recipe_for_strategy, scale_for_replicas,
+    )
+    from kerastricks.recipes.run_state import TrainingFailed
     from kerastricks.recipes.training import check_writable
 
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite contradict each other; use one of them")
+    # Before any other TensorFlow operation: the strategy may split the CPU into devices.
+    strategy = create_strategy(args.distribute)
     recipe = resolve_recipe(args, parser)
+    recipe = scale_for_replicas(recipe, strategy.num_replicas_in_sync, args.batch_scaling)
+    recipe = recipe_for_strategy(recipe, strategy)
     try:
-        check_writable(args.logdir)
+        check_writable(args.run_dir or args.logdir)
     except OSError as error:
-        print(f"kerastricks: error: cannot write to --logdir {args.logdir}: {error.strerror or error}. "
-              f"Choose a writable folder.", file=sys.stderr)
+        print(f"kerastricks: error: cannot write to {args.run_dir or args.logdir}: "
+              f"{error.strerror or error}. Choose a writable folder.", file=sys.stderr)
         return EXIT_USAGE
 
     from kerastricks.recipes.data import load_dataset
-    from kerastricks.recipes.training import make_run_dir, train
+    from kerastricks.recipes.training import train
 
     data = load_dataset(recipe.dataset, subset=recipe.subset, validation_split=recipe.validation_split,
                         batch_size=recipe.batch_size, seed=recipe.seed)
-    run_dir = make_run_dir(args.logdir, recipe)
+    run_dir = _choose_run_dir(args, recipe)
     print(f"Training {recipe.name} on {data.name}: {len(data.y_train)} training, "
           f"{len(data.y_validation)} validation, {len(data.y_test)} test images, "
           f"{recipe.epochs} epochs.")
+    if strategy.num_replicas_in_sync > 1:
+        print(f"Distributed ({args.distribute}): {strategy.num_replicas_in_sync} replicas, global "
+              f"batch {recipe.batch_size}, learning rate {recipe.learning_rate:g}.")
     try:
-        metrics = train(recipe, data, run_dir, verbose=0 if args.quiet else 1)
+        metrics = train(recipe, data, run_dir, verbose=0 if args.quiet else 1,
+                        deterministic=args.seed is not None, strategy=strategy)
+    except TrainingFailed as error:
+        print(f"kerastricks: training failed: {error}", file=sys.stderr)
+        print(f"The run folder {run_dir} records the failure in status.json.", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"kerastricks: interrupted; the run folder {run_dir} is marked failed.", file=sys.stderr)
+        print(f"kerastricks: interrupted. Resume with: kerastricks run {args.recipe} "
+              f"--run-dir {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     _print_summary(recipe, metrics, run_dir, args.logdir)
     return 0
+
+
+def _choose_run_dir(args, recipe):
+    """Return the run folder: `--run-dir`, the newest unfinished run for `--resume`, or a new one."""
+    import shutil
+
+    from kerastricks.recipes.run_state import COMPLETE, read_status
+    from kerastricks.recipes.spec import Recipe, RecipeError
+    from kerastricks.recipes.training import make_run_dir
+
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+        status = read_status(run_dir)
+        if args.overwrite and status is not None:
+            shutil.rmtree(run_dir)
+        elif status is not None and status.get("state") != COMPLETE:
+            print(f"Resuming the unfinished run in {run_dir}.")
+        return run_dir
+    if args.resume:
+        candidates = sorted(Path(args.logdir).glob(f"{recipe.name}-*/status.json"), reverse=True)
+        for status_file in candidates:
+            folder = status_file.parent
+            state = read_status(folder).get("state")
+            if state != COMPLETE and Recipe.from_file(folder / "recipe.json") == recipe:
+                print(f"Resuming the unfinished run in {folder}.")
+                return folder
+        raise RecipeError(
+            f"No unfinished run of recipe {recipe.name!r} with these settings in {args.logdir}. "
+            f"Drop --resume to start a new run."
+        )
+    return make_run_dir(args.logdir, recipe)
 
 
 def _print_summary(recipe, metrics, run_dir, logdir):
@@ -174,6 +267,10 @@ def _print_summary(recipe, metrics, run_dir, logdir):
             ("test_loss", f"{metrics['test_loss']:.4f}")]
     for name, value in rows:
         print(f"  {name:<14} {value}")
+    if metrics.get("diagnosis") is not None:
+        print("Diagnosis (also in diagnosis.txt):")
+        for line in metrics["diagnosis"] or ["- no problems found."]:
+            print(f"  {line}")
     print(f"Run folder: {run_dir}")
     print(f"TensorBoard: tensorboard --logdir {logdir}")
 

@@ -49,6 +49,7 @@ class DataSplits:
     x_test: np.ndarray
     y_test: np.ndarray
     batch_size: int
+    shuffle_epoch: tf.Variable = None
 
     @property
     def num_classes(self):
@@ -106,11 +107,12 @@ def load_dataset(name="digits", *, path=None, subset=None, validation_split=0.1,
     x_train, x_validation, y_train, y_validation = _split(
         x_train, y_train, validation_split, seed, name
     )
+    train, shuffle_epoch = _shuffled_pipeline(x_train, y_train, batch_size, seed)
     return DataSplits(
         name=name,
         class_names=list(class_names),
         input_shape=tuple(x_train.shape[1:]),
-        train=_pipeline(x_train, y_train, batch_size, shuffle_seed=seed),
+        train=train,
         validation=_pipeline(x_validation, y_validation, batch_size),
         test=_pipeline(x_test, y_test, batch_size),
         x_train=x_train,
@@ -120,6 +122,7 @@ def load_dataset(name="digits", *, path=None, subset=None, validation_split=0.1,
         x_test=x_test,
         y_test=y_test,
         batch_size=batch_size,
+        shuffle_epoch=shuffle_epoch,
     )
 
 
@@ -257,8 +260,29 @@ def _split(images, labels, validation_split, seed, name):
         ) from None
 
 
-def _pipeline(images, labels, batch_size, shuffle_seed=None):
+def _pipeline(images, labels, batch_size):
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled_pipeline(images, labels, batch_size, seed):
+    """Return a training pipeline whose order depends only on (seed, epoch), and its epoch variable.
+
+    `tf.data`'s own reshuffling depends on how many epochs one iterator has served, so a run
+    resumed in a new process would see other orders than an uninterrupted one. Here each epoch is
+    a stateless permutation keyed by the seed and the value of the returned variable, which the
+    training loop sets at the start of every epoch.
+    """
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="shuffle_epoch")
+    all_images = tf.constant(images)
+    all_labels = tf.constant(labels)
+    last_index = len(images) - 1
+
+    def gather_batch(indices):
+        key = tf.stack([tf.constant(seed, tf.int64), epoch.read_value()])
+        order = tf.random.experimental.index_shuffle(indices, key, last_index)
+        return tf.gather(all_images, order), tf.gather(all_labels, order)
+
+    dataset = tf.data.Dataset.range(len(images)).batch(batch_size)
+    dataset = dataset.map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE), epoch

@@ -1,20 +1,34 @@
 """Train a recipe on a data set and write its run folder.
 
 A run folder is a TensorBoard log directory that also contains `recipe.json`, `model.keras`,
-`metrics.json` and `status.json`. `status.json` says `running` while training, then `complete` or
-`failed`; `metrics.json` is written last, so a folder without it never passes for a finished run.
+`metrics.json`, `history.json` and `status.json` (see `kerastricks.recipes.run_state`), and a
+`backup/` folder while training. `metrics.json` is written last, so a folder without it never
+passes for a finished run.
 """
 
 import datetime
-import json
-import os
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from kerastricks.callbacks import (
+    ClassMetrics, KeepLastCheckpoints, RecomputeBatchNormStatistics, RunDiagnosis,
+    SnapshotEnsemble, StochasticWeightAveraging, class_metrics, diagnostics_callbacks,
+    plateau_callback,
+)
+from kerastricks.layers import apply_lsuv
+from kerastricks.recipes.augmentation import adapt_preprocessing, augment_dataset
+from kerastricks.recipes.distribute import configure_replicas, recipe_for_strategy
+from kerastricks.recipes.imbalance import fit_class_weight, prepare_imbalanced_data
 from kerastricks.recipes.models import build_model, build_optimizer
+from kerastricks.recipes.run_state import (
+    COMPLETE, FAILED, INTERRUPTED, RUNNING, EpochHistory, ShuffleEpoch, StopOnNonFiniteLoss,
+    TrainingFailed, check_free_space, describe_os_error, read_status, write_json, write_status,
+)
+from kerastricks.recipes.spec import Recipe, RecipeError
 
 
 def make_run_dir(logdir, recipe):
@@ -42,21 +56,83 @@ def check_writable(folder):
 
 def build_callbacks(recipe, data, run_dir):
     """Return the callbacks a recipe trains with, besides Keras's TensorBoard callback."""
-    return []
+    callbacks = []
+    if recipe.diagnostics:
+        callbacks += diagnostics_callbacks(
+            run_dir, (data.x_validation, data.y_validation), class_names=data.class_names,
+            every_n_epochs=recipe.diagnostics_every, seed=recipe.seed,
+        )
+    callbacks += weight_averaging_callbacks(recipe, data, run_dir)
+    if recipe.lr_schedule == "plateau":
+        callbacks.append(plateau_callback(**recipe.lr_schedule_options))
+    # Balanced accuracy, macro F1 and recall per class in TensorBoard's validation run.
+    callbacks.append(ClassMetrics(
+        (data.x_validation, data.y_validation), data.class_names, log_dir=run_dir))
+    return callbacks
 
 
-def compile_model(recipe, model):
-    """Compile `model` with the recipe's optimizer, sparse cross-entropy and accuracy."""
+def weight_averaging_callbacks(recipe, data, run_dir):
+    """Return the callbacks for the recipe's EMA, SWA, snapshot and checkpoint options."""
+    # NOTE: the SWA running mean lives in memory, so a run resumed by BackupAndRestore averages
+    # only the epochs after the resume. Snapshots written before the resume stay in RUN/snapshots.
+    callbacks = []
+    if recipe.ema:
+        # Validation measures the averaged weights; fit() copies them into the model at the
+        # end, and the batch-normalization statistics are then recomputed for them.
+        callbacks.append(keras.callbacks.SwapEMAWeights())
+        if recipe.batch_norm:
+            callbacks.append(RecomputeBatchNormStatistics(data.train))
+    if recipe.swa_start is not None:
+        callbacks.append(StochasticWeightAveraging(recipe.swa_start, data=data.train))
+    if recipe.snapshots:
+        callbacks.append(SnapshotEnsemble(
+            recipe.snapshots, recipe.epochs, max_learning_rate=recipe.learning_rate,
+            directory=Path(run_dir) / "snapshots",
+        ))
+    if recipe.keep_checkpoints:
+        callbacks.append(KeepLastCheckpoints(Path(run_dir) / "checkpoints", recipe.keep_checkpoints))
+    return callbacks
+
+
+def compile_model(recipe, model, steps_per_epoch=None):
+    """Compile `model` with the recipe's optimizer, sparse cross-entropy and accuracy.
+
+    `steps_per_epoch` sizes the recipe's learning-rate schedule, see `build_optimizer`.
+    """
     model.compile(
-        optimizer=build_optimizer(recipe),
+        optimizer=build_optimizer(recipe, steps_per_epoch),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     return model
 
 
-def train(recipe, data, run_dir, verbose=1):
+def prepare_training(recipe, data):
+    """Build, compile and adapt the recipe's model; return it with the training pipeline.
+
+    `train` and the keras-tuner search both start a model here, so a trial trains exactly as a
+    `run` of the same recipe would.
+    """
+    steps_per_epoch = -(-len(data.y_train) // data.batch_size)
+    model = compile_model(
+        recipe, build_model(recipe, data.input_shape, data.num_classes), steps_per_epoch)
+    configure_replicas(model)
+    # Pre-processing statistics come from the training split only.
+    adapt_preprocessing(model, data.x_train)
+    if recipe.lsuv:
+        first_images = next(iter(data.train))[0]
+        apply_lsuv(model, first_images, seed=recipe.seed)
+    train_data = augment_dataset(data.train, recipe, data.x_train)
+    return model, train_data
+
+
+def train(recipe, data, run_dir, verbose=1, deterministic=False, strategy=None):
     """Train `recipe` on `data` and write the run folder `run_dir`.
+
+    A folder left by an unfinished run of the same recipe (killed, interrupted, or failed) is
+    resumed from its last finished epoch through `keras.callbacks.BackupAndRestore`, with the
+    model's weights and the optimizer's state; each epoch's training order depends only on the
+    seed and the epoch number, so the resumed run sees the same batches as an uninterrupted one.
 
     Args:
         recipe: a `Recipe`.
@@ -64,50 +140,123 @@ def train(recipe, data, run_dir, verbose=1):
         run_dir: the run folder; it is created if missing and doubles as the TensorBoard
             log directory (`train/` and `validation/` runs).
         verbose: Keras's `fit` verbosity (`1` shows the progress bar). Defaults to `1`.
+        deterministic: enable TensorFlow's op determinism, so that two runs with the same
+            seed give the same numbers on CPU. Defaults to `False`.
+        strategy: the single-host `tf.distribute.Strategy` to train under (see
+            `kerastricks.recipes.distribute.create_strategy`); the model, optimizer, metrics
+            and callbacks are created in its scope, and each batch of `data.train` is the
+            global batch, split across the replicas. Defaults to `None` (the current
+            strategy, one device unless the caller entered a scope).
 
     Returns:
         The metrics dictionary also written to `metrics.json`.
+
+    Raises:
+        RecipeError: `run_dir` holds a finished run, or a run of another recipe.
+        TrainingFailed: the loss became NaN or infinite, or the disk is full.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    recipe = recipe_for_strategy(recipe, strategy)
     run_dir = Path(run_dir)
     check_writable(run_dir)
+    check_resumable(run_dir, recipe)
     recipe.save(run_dir / "recipe.json")
-    _write_json(run_dir / "status.json", {"state": "running"})
+    write_status(run_dir, RUNNING)
     try:
-        metrics = _fit_and_evaluate(recipe, data, run_dir, verbose)
-    except BaseException as error:
-        _write_json(run_dir / "status.json", {"state": "failed", "error": f"{type(error).__name__}: {error}"})
+        metrics = _fit_and_evaluate(recipe, data, run_dir, verbose, deterministic, strategy)
+        write_json(run_dir / "metrics.json", metrics)
+    except KeyboardInterrupt:
+        write_status(run_dir, INTERRUPTED, error="interrupted by the user (Ctrl-C)")
         raise
-    _write_json(run_dir / "metrics.json", metrics)
-    _write_json(run_dir / "status.json", {"state": "complete"})
+    except TrainingFailed as error:
+        write_status(run_dir, FAILED, error=str(error))
+        raise
+    except OSError as error:
+        message = describe_os_error(error, run_dir)
+        write_status(run_dir, FAILED, error=message)
+        raise TrainingFailed(message) from error
+    except BaseException as error:
+        write_status(run_dir, FAILED, error=f"{type(error).__name__}: {error}")
+        raise
+    write_status(run_dir, COMPLETE)
     return metrics
 
 
-def _fit_and_evaluate(recipe, data, run_dir, verbose):
+def check_resumable(run_dir, recipe):
+    """Raise `RecipeError` unless `run_dir` is new or holds an unfinished run of `recipe`."""
+    status = read_status(run_dir)
+    if status is None:
+        return
+    if status.get("state") == COMPLETE:
+        raise RecipeError(
+            f"Run folder {run_dir} holds a finished run. Choose another folder, or pass "
+            f"--overwrite to replace it."
+        )
+    saved = run_dir / "recipe.json"
+    if saved.is_file() and Recipe.from_file(saved) != recipe:
+        raise RecipeError(
+            f"Run folder {run_dir} holds an unfinished run of another recipe, so it cannot be "
+            f"resumed with this one. Choose another folder, or pass --overwrite to replace it."
+        )
+
+
+def _fit_and_evaluate(recipe, data, run_dir, verbose, deterministic, strategy):
     keras.utils.set_random_seed(recipe.seed)
-    model = compile_model(recipe, build_model(recipe, data.input_shape, data.num_classes))
-    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run_dir)), *build_callbacks(recipe, data, run_dir)]
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    # The imbalance options rebuild the training pipeline; its epoch variable is created
+    # outside the strategy scope, like the one `load_dataset` creates.
+    data = prepare_imbalanced_data(recipe, data)
+    with strategy.scope():
+        return _fit_in_scope(recipe, data, run_dir, verbose)
+
+
+def _fit_in_scope(recipe, data, run_dir, verbose):
+    model, train_data = prepare_training(recipe, data)
+    check_free_space(run_dir, model)
+
+    history = EpochHistory(run_dir / "history.json")
+    loss_guard = StopOnNonFiniteLoss()
+    # BackupAndRestore comes first so the weights and epoch are restored before other callbacks
+    # start, and the shuffling order follows the restored epoch number.
+    callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "backup")), loss_guard, history]
+    if data.shuffle_epoch is not None:
+        callbacks.append(ShuffleEpoch(data.shuffle_epoch))
+    callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir)))
+    callbacks += build_callbacks(recipe, data, run_dir)
 
     start = time.perf_counter()
-    history = model.fit(
-        data.train, validation_data=data.validation, epochs=recipe.epochs,
+    model.fit(
+        train_data, validation_data=data.validation, epochs=recipe.epochs,
         callbacks=callbacks, verbose=verbose, shuffle=False,  # the pipeline shuffles itself
+        class_weight=fit_class_weight(recipe, data),
     )
     train_seconds = time.perf_counter() - start
+    if loss_guard.failure is not None:
+        raise TrainingFailed(loss_guard.message())
 
     test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
     probabilities = model.predict(data.test, verbose=0)
     model.save(run_dir / "model.keras")
+    diagnosis = next((c for c in callbacks if isinstance(c, RunDiagnosis)), None)
+    test_class_metrics = class_metrics(
+        data.y_test, np.argmax(probabilities, axis=-1), data.class_names)
     return {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "train_seconds": round(train_seconds, 3),
-        "epochs": len(history.epoch),
+        "epochs": len(history.epochs),
         "per_class_accuracy": per_class_accuracy(data.y_test, probabilities, data.class_names),
-        "history": {key: [float(value) for value in values] for key, values in history.history.items()},
+        # Test-split balanced accuracy, macro F1 and recall per class (the same numbers as
+        # per_class_accuracy), for imbalanced data.
+        **test_class_metrics,
+        "history": history.as_history(),
         "dataset": data.name,
         "train_images": int(len(data.y_train)),
         "validation_images": int(len(data.y_validation)),
         "test_images": int(len(data.y_test)),
+        # One line per finding of `kerastricks.callbacks.diagnose`; also in diagnosis.txt.
+        "diagnosis": [str(f) for f in diagnosis.findings] if diagnosis is not None else None,
     }
 
 
@@ -119,10 +268,3 @@ def per_class_accuracy(labels, probabilities, class_names):
         mask = labels == index
         result[name] = float(np.mean(predicted[mask] == index)) if mask.any() else None
     return result
-
-
-def _write_json(path, values):
-    # Write to a temporary file and rename, so a crash never leaves a half-written file.
-    temporary = Path(f"{path}.tmp")
-    temporary.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)

@@ -87,3 +87,9 @@ def test_recipe_file_not_a_mapping(tmp_path):
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(RecipeError, match="not found"):
         Recipe.from_file(tmp_path / "absent.json")
+
+
+def test_override_reads_exponent_numbers():
+    recipe = Recipe().with_overrides(["learning_rate=1e-4", "epochs=3"])
+    assert recipe.learning_rate == 1e-4
+    assert Recipe().with_overrides(["name=1e3"]).name == "1e3"
