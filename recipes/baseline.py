@@ -8,7 +8,13 @@ Run it with `kerastricks run baseline` or `python -m kerastricks.recipes.baselin
 same flags.
 """
 
-from kerastricks.recipes.spec import Recipe
+if __name__ == "__main__":
+    # Creating RECIPE imports TensorFlow, so its start-up logs are silenced first.
+    from kerastricks.recipes.quiet import quiet_tensorflow
+
+    quiet_tensorflow()
+
+from kerastricks.recipes.spec import Recipe  # noqa: E402
 
 RECIPE = Recipe(name="baseline")
 

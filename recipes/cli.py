@@ -6,6 +6,7 @@ exit with status 2, without a traceback.
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from kerastricks.recipes.distribute import add_distribute_arguments
@@ -43,7 +44,9 @@ def add_run_arguments(parser):
     parser.add_argument("--dataset", help="data set name or folder:PATH (default: the recipe's)")
     parser.add_argument("--epochs", type=positive_int, help="number of training epochs")
     parser.add_argument("--subset", type=positive_int,
-                        help="train on at most this many images (stratified), for quick runs")
+                        help="use at most this many training plus validation images (a "
+                             "stratified sample), and cut the test split by the same fraction; "
+                             "for quick runs")
     parser.add_argument("--batch-size", type=positive_int, help="images per training batch")
     parser.add_argument("--seed", type=non_negative_int,
                         help="seed of the split, weights and shuffling; also makes TensorFlow's "
@@ -64,8 +67,15 @@ def add_run_arguments(parser):
                              "and the text diagnosis); same as --set diagnostics=false")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="kerastricks",
         description="Train CNNs on images with the tricks of the trade, and read the results in "
                     "TensorBoard.",
@@ -111,6 +121,8 @@ def build_parser():
 
 def main(argv=None):
     quiet_tensorflow()
+    # The run summary prints the diagnosis, so the diagnostics callbacks' warnings would repeat it.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"kerastricks\.callbacks\.")
     parser = build_parser()
     args = parser.parse_args(argv)
 
@@ -209,7 +221,7 @@ def _run(args, parser):
     run_dir = _choose_run_dir(args, recipe)
     print(f"Training {recipe.name} on {data.name}: {len(data.y_train)} training, "
           f"{len(data.y_validation)} validation, {len(data.y_test)} test images, "
-          f"{recipe.epochs} epochs.")
+          f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}.")
     if strategy.num_replicas_in_sync > 1:
         print(f"Distributed ({args.distribute}): {strategy.num_replicas_in_sync} replicas, global "
               f"batch {recipe.batch_size}, learning rate {recipe.learning_rate:g}.")
@@ -221,10 +233,10 @@ def _run(args, parser):
         print(f"The run folder {run_dir} records the failure in status.json.", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"kerastricks: interrupted. Resume with: kerastricks run {args.recipe} "
+        print(f"kerastricks: interrupted. Resume with: kerastricks run {run_dir / 'recipe.json'} "
               f"--run-dir {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    _print_summary(recipe, metrics, run_dir, args.logdir)
+    _print_summary(recipe, metrics, run_dir, args.run_dir or args.logdir)
     return 0
 
 
@@ -234,14 +246,16 @@ def _choose_run_dir(args, recipe):
 
     from kerastricks.recipes.run_state import COMPLETE, read_status
     from kerastricks.recipes.spec import Recipe, RecipeError
-    from kerastricks.recipes.training import make_run_dir
+    from kerastricks.recipes.training import check_resumable, make_run_dir
 
     if args.run_dir:
         run_dir = Path(args.run_dir)
         status = read_status(run_dir)
         if args.overwrite and status is not None:
             shutil.rmtree(run_dir)
-        elif status is not None and status.get("state") != COMPLETE:
+            return run_dir
+        check_resumable(run_dir, recipe)
+        if status is not None and status.get("state") != COMPLETE:
             print(f"Resuming the unfinished run in {run_dir}.")
         return run_dir
     if args.resume:
@@ -261,7 +275,8 @@ def _choose_run_dir(args, recipe):
 
 def _print_summary(recipe, metrics, run_dir, logdir):
     print()
-    print(f"{recipe.name} on {metrics['dataset']}: {metrics['epochs']} epochs in "
+    epochs = "1 epoch" if metrics["epochs"] == 1 else f"{metrics['epochs']} epochs"
+    print(f"{recipe.name} on {metrics['dataset']}: {epochs} in "
           f"{metrics['train_seconds']:.1f} s")
     rows = [("test_accuracy", f"{metrics['test_accuracy']:.4f}"),
             ("test_loss", f"{metrics['test_loss']:.4f}")]

@@ -1,6 +1,6 @@
 """The state of a run folder: status, per-epoch history and resumable training order.
 
-A run folder's `status.json` holds `{"state": ...}` with one of `running`, `complete`, `failed` or
+A run folder's `status.json` contains `{"state": ...}` with one of `running`, `complete`, `failed` or
 `interrupted`; failed and interrupted runs also record the error. `history.json` gains one entry per
 finished epoch, so a run resumed in a new process still reports every epoch.
 """
@@ -73,6 +73,36 @@ def describe_os_error(error, run_dir):
     return f"Cannot write the run folder {run_dir}: {error}."
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backup is never half-written.
+
+    Keras's callback overwrites `latest.weights.h5` in place, so a Ctrl-C or a kill during the
+    save leaves a file that cannot be loaded and a run that cannot be resumed. Here each epoch's
+    weights go to a new file, and the metadata that names it is replaced atomically afterwards,
+    so an interrupted save leaves the previous epoch's backup in force.
+    """
+
+    def _save_model(self):
+        backup_dir = Path(self.backup_dir)
+        backup_dir.mkdir(parents=True, exist_ok=True)
+        weights = backup_dir / f"epoch-{self._current_epoch}.weights.h5"
+        self.model.save_weights(weights, overwrite=True)
+        write_json(self._training_metadata_path, {
+            "epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": weights.name,
+        })
+        for older in backup_dir.glob("epoch-*.weights.h5"):
+            if older != weights:
+                older.unlink()
+
+    def _load_model(self):
+        metadata = Path(self._training_metadata_path)
+        if metadata.is_file():
+            name = json.loads(metadata.read_text(encoding="utf-8")).get("weights")
+            if name:
+                self._weights_path = str(Path(self.backup_dir) / name)
+        super()._load_model()
+
+
 class ShuffleEpoch(keras.callbacks.Callback):
     """Sets the training pipeline's epoch variable so each epoch's order depends on its number."""
 
@@ -87,7 +117,7 @@ class ShuffleEpoch(keras.callbacks.Callback):
 class EpochHistory(keras.callbacks.Callback):
     """Writes each finished epoch's logs to `history.json`, keeping the epochs of earlier processes.
 
-    Keras's `History` only holds the epochs of the current `fit` call; after a resume the
+    Keras's `History` only contains the epochs of the current `fit` call; after a resume the
     earlier epochs come from this file.
     """
 

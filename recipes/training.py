@@ -25,8 +25,9 @@ from kerastricks.recipes.distribute import configure_replicas, recipe_for_strate
 from kerastricks.recipes.imbalance import fit_class_weight, prepare_imbalanced_data
 from kerastricks.recipes.models import build_model, build_optimizer
 from kerastricks.recipes.run_state import (
-    COMPLETE, FAILED, INTERRUPTED, RUNNING, EpochHistory, ShuffleEpoch, StopOnNonFiniteLoss,
-    TrainingFailed, check_free_space, describe_os_error, read_status, write_json, write_status,
+    COMPLETE, FAILED, INTERRUPTED, RUNNING, AtomicBackupAndRestore, EpochHistory, ShuffleEpoch,
+    StopOnNonFiniteLoss, TrainingFailed, check_free_space, describe_os_error, read_status,
+    write_json, write_status,
 )
 from kerastricks.recipes.spec import Recipe, RecipeError
 
@@ -132,7 +133,7 @@ def train(recipe, data, run_dir, verbose=1, deterministic=False, strategy=None):
     A folder left by an unfinished run of the same recipe (killed, interrupted, or failed) is
     resumed from its last finished epoch through `keras.callbacks.BackupAndRestore`, with the
     model's weights and the optimizer's state; each epoch's training order depends only on the
-    seed and the epoch number, so the resumed run sees the same batches as an uninterrupted one.
+    seed and the epoch number, so the resumed run trains on the same batches as an uninterrupted one.
 
     Args:
         recipe: a `Recipe`.
@@ -152,7 +153,7 @@ def train(recipe, data, run_dir, verbose=1, deterministic=False, strategy=None):
         The metrics dictionary also written to `metrics.json`.
 
     Raises:
-        RecipeError: `run_dir` holds a finished run, or a run of another recipe.
+        RecipeError: `run_dir` contains a finished run, or an unfinished run with other settings.
         TrainingFailed: the loss became NaN or infinite, or the disk is full.
     """
     strategy = strategy or tf.distribute.get_strategy()
@@ -183,20 +184,28 @@ def train(recipe, data, run_dir, verbose=1, deterministic=False, strategy=None):
 
 
 def check_resumable(run_dir, recipe):
-    """Raise `RecipeError` unless `run_dir` is new or holds an unfinished run of `recipe`."""
+    """Raise `RecipeError` unless `run_dir` is new or contains an unfinished run of `recipe`."""
     status = read_status(run_dir)
     if status is None:
         return
     if status.get("state") == COMPLETE:
         raise RecipeError(
-            f"Run folder {run_dir} holds a finished run. Choose another folder, or pass "
-            f"--overwrite to replace it."
+            f"Run folder {run_dir} contains a finished run. Choose another folder, or replace it "
+            f"(the command line's --overwrite, or delete the folder)."
         )
     saved = run_dir / "recipe.json"
-    if saved.is_file() and Recipe.from_file(saved) != recipe:
+    if not saved.is_file():
+        return
+    saved_recipe = Recipe.from_file(saved)
+    if saved_recipe != recipe:
+        differences = ", ".join(
+            f"{key}={value!r} (saved: {saved_recipe.to_dict()[key]!r})"
+            for key, value in recipe.to_dict().items() if saved_recipe.to_dict()[key] != value
+        )
         raise RecipeError(
-            f"Run folder {run_dir} holds an unfinished run of another recipe, so it cannot be "
-            f"resumed with this one. Choose another folder, or pass --overwrite to replace it."
+            f"Run folder {run_dir} contains an unfinished run with other settings: {differences}. "
+            f"Resume it with 'kerastricks run {saved} --run-dir {run_dir}', or pass --overwrite "
+            f"to replace it."
         )
 
 
@@ -217,9 +226,9 @@ def _fit_in_scope(recipe, data, run_dir, verbose):
 
     history = EpochHistory(run_dir / "history.json")
     loss_guard = StopOnNonFiniteLoss()
-    # BackupAndRestore comes first so the weights and epoch are restored before other callbacks
+    # The backup callback comes first so the weights and epoch are restored before other callbacks
     # start, and the shuffling order follows the restored epoch number.
-    callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "backup")), loss_guard, history]
+    callbacks = [AtomicBackupAndRestore(str(run_dir / "backup")), loss_guard, history]
     if data.shuffle_epoch is not None:
         callbacks.append(ShuffleEpoch(data.shuffle_epoch))
     callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir)))

@@ -1,7 +1,6 @@
 """Fixtures for the diagnostics tests: small real data sets and tiny models."""
 
 import keras
-import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 

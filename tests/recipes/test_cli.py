@@ -7,33 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from kerastricks.recipes import cli
 from kerastricks.recipes import data as data_module
+from tests.recipes.cli_runner import run_cli
 from tests.recipes.idx_writer import write_fashion_like
 from tests.recipes.image_files import write_png_folder
 
 QUICK = ["--epochs", "1", "--set", "width=8", "--set", "dense_units=16", "--quiet"]
 
 
-def _run_cli(argv, capsys):
-    """Run the CLI in this process; return (exit status, stdout, stderr)."""
-    try:
-        status = cli.main(argv)
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
 
 def test_list_names_recipes_and_datasets(capsys):
-    status, out, _ = _run_cli(["list"], capsys)
+    status, out, _ = run_cli(["list"], capsys)
     assert status == 0
     for name in ("baseline", "digits", "fashion_mnist", "mnist", "cifar10", "cifar100", "folder:PATH"):
         assert name in out
 
 
 def test_run_baseline_on_digits(tmp_path, capsys):
-    status, out, _ = _run_cli(["run", "baseline", "--logdir", str(tmp_path), *QUICK], capsys)
+    status, out, _ = run_cli(["run", "baseline", "--logdir", str(tmp_path), *QUICK], capsys)
     assert status == 0
     (run_dir,) = tmp_path.iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -47,7 +38,7 @@ def test_run_baseline_on_digits(tmp_path, capsys):
 def test_run_recipe_file(tmp_path, capsys):
     recipe_file = tmp_path / "mine.yaml"
     recipe_file.write_text("name: mine\nwidth: 8\ndense_units: 0\nepochs: 1\nactivation: tanh\n")
-    status, _, err = _run_cli(["run", str(recipe_file), "--logdir", str(tmp_path / "runs"),
+    status, _, err = run_cli(["run", str(recipe_file), "--logdir", str(tmp_path / "runs"),
                                "--subset", "400", "--quiet"], capsys)
     assert status == 0, err
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -103,7 +94,7 @@ def test_bad_input_exits_2(tmp_path, capsys, case, flags, message):
             _bad_folder(tmp_path / folder_case, folder_case)
     flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]
     logdir = tmp_path / "runs"
-    status, out, err = _run_cli(["run", "baseline", "--logdir", str(logdir), *flags], capsys)
+    status, out, err = run_cli(["run", "baseline", "--logdir", str(logdir), *flags], capsys)
     assert status == 2
     assert message in err
     assert "Traceback" not in err
@@ -112,20 +103,20 @@ def test_bad_input_exits_2(tmp_path, capsys, case, flags, message):
 
 
 def test_unknown_recipe_lists_names(tmp_path, capsys):
-    status, _, err = _run_cli(["run", "basline", "--logdir", str(tmp_path)], capsys)
+    status, _, err = run_cli(["run", "basline", "--logdir", str(tmp_path)], capsys)
     assert status == 2
     assert "Unknown recipe 'basline'. Expected one of ['baseline']" in err
 
 
 @pytest.mark.parametrize("epochs", ["0", "-3", "two"])
 def test_non_positive_epochs_rejected(tmp_path, capsys, epochs):
-    status, _, err = _run_cli(["run", "baseline", "--epochs", epochs, "--logdir", str(tmp_path)], capsys)
+    status, _, err = run_cli(["run", "baseline", "--epochs", epochs, "--logdir", str(tmp_path)], capsys)
     assert status == 2
     assert f"expected a positive integer, received '{epochs}'" in err
 
 
 def test_flag_and_set_conflict(tmp_path, capsys):
-    status, _, err = _run_cli(["run", "baseline", "--epochs", "2", "--set", "epochs=3",
+    status, _, err = run_cli(["run", "baseline", "--epochs", "2", "--set", "epochs=3",
                                "--logdir", str(tmp_path)], capsys)
     assert status == 2
     assert "--epochs and --set epochs=... both set epochs" in err
@@ -135,7 +126,7 @@ def test_unreadable_idx_files(tmp_path, capsys, monkeypatch):
     write_fashion_like(tmp_path / "data", train_count=60)
     (tmp_path / "data" / "train-images-idx3-ubyte.gz").write_bytes(b"")
     monkeypatch.setenv("KERASTRICKS_DATA", str(tmp_path / "data"))
-    status, _, err = _run_cli(["run", "baseline", "--dataset", "fashion_mnist",
+    status, _, err = run_cli(["run", "baseline", "--dataset", "fashion_mnist",
                                "--logdir", str(tmp_path / "runs")], capsys)
     assert status == 2
     assert "train-images-idx3-ubyte.gz" in err
@@ -144,7 +135,7 @@ def test_unreadable_idx_files(tmp_path, capsys, monkeypatch):
 
 def test_fashion_mnist_absent_offline(tmp_path, capsys, monkeypatch):
     _offline_fashion(monkeypatch, tmp_path)
-    status, _, err = _run_cli(["run", "baseline", "--dataset", "fashion_mnist",
+    status, _, err = run_cli(["run", "baseline", "--dataset", "fashion_mnist",
                                "--logdir", str(tmp_path / "runs")], capsys)
     assert status == 2
     assert "apt-get install dataset-fashion-mnist" in err
@@ -154,7 +145,7 @@ def test_fashion_mnist_absent_offline(tmp_path, capsys, monkeypatch):
 def test_unwritable_logdir(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder is expected")
-    status, _, err = _run_cli(["run", "baseline", "--logdir", str(blocker / "runs")], capsys)
+    status, _, err = run_cli(["run", "baseline", "--logdir", str(blocker / "runs")], capsys)
     assert status == 2
     assert f"cannot write to {blocker / 'runs'}" in err
 

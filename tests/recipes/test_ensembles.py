@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerastricks.recipes import Recipe, RecipeError, cli, load_dataset, train
+from kerastricks.recipes import Recipe, RecipeError, load_dataset, train
 from kerastricks.recipes.crossval import cross_validate, stratified_folds
 from kerastricks.recipes.ensembles import (
     accuracy,
@@ -16,19 +16,12 @@ from kerastricks.recipes.ensembles import (
     weighted_average,
 )
 from kerastricks.recipes.stacking import StackingEnsemble, check_out_of_fold, stacking_features
+from tests.recipes.cli_runner import run_cli
 
 TINY = dict(width=8, depth=2, convs_per_block=1, dense_units=16, batch_size=32, diagnostics=False)
 TINY_FLAGS = ["--set", "width=8", "--set", "depth=2", "--set", "convs_per_block=1",
               "--set", "dense_units=16", "--no-diagnostics", "--quiet"]
 
-
-def _run_cli(argv, capsys):
-    try:
-        status = cli.main(argv)
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def _random_probabilities(members, images, classes, seed=0):
@@ -240,7 +233,7 @@ def test_cli_checkpoint_ensemble(tmp_path, capsys):
     data = load_dataset("digits", subset=300, batch_size=32)
     run = tmp_path / "run"
     train(Recipe(**TINY, subset=300, epochs=3, keep_checkpoints=2), data, run, verbose=0)
-    status, out, err = _run_cli(["ensemble", "--members", str(run / "checkpoints"), "--last", "2",
+    status, out, err = run_cli(["ensemble", "--members", str(run / "checkpoints"), "--last", "2",
                                  "--views", "flip", "--output", str(tmp_path / "report")], capsys)
     assert status == 0, err
     report = json.loads((tmp_path / "report" / "ensemble.json").read_text())
@@ -250,10 +243,10 @@ def test_cli_checkpoint_ensemble(tmp_path, capsys):
     assert report["test_images"] == len(data.y_test)
     assert (tmp_path / "report" / "ensemble.md").read_text().strip() in out
 
-    status, _, err = _run_cli(["ensemble", "--members", str(run / "checkpoints"), "--last", "5"], capsys)
+    status, _, err = run_cli(["ensemble", "--members", str(run / "checkpoints"), "--last", "5"], capsys)
     assert status == 2
     assert "contains 2. Received: last=5" in err
-    status, _, err = _run_cli(["ensemble", "--members", str(run), str(run / "checkpoints"),
+    status, _, err = run_cli(["ensemble", "--members", str(run), str(run / "checkpoints"),
                                "--weights", "1,2"], capsys)
     assert status == 2
     assert "--weights needs one value per member (3 members). Received: 2 values" in err
@@ -268,13 +261,13 @@ def test_cli_checkpoint_ensemble(tmp_path, capsys):
     (["ensemble", "baseline", "--resume"], "applies to 'kerastricks run' only"),
 ])
 def test_cli_bad_flag_combinations(argv, message, capsys):
-    status, _, err = _run_cli(argv, capsys)
+    status, _, err = run_cli(argv, capsys)
     assert status == 2
     assert message in err
 
 
 def test_cli_weights_checked_before_training(tmp_path, capsys):
-    status, _, err = _run_cli(["ensemble", "baseline", "--seeds", "3", "--weights", "1,1",
+    status, _, err = run_cli(["ensemble", "baseline", "--seeds", "3", "--weights", "1,1",
                                "--logdir", str(tmp_path)], capsys)
     assert status == 2
     assert "--weights needs one value per member (3 members). Received: 2 values (1,1)." in err
@@ -282,14 +275,14 @@ def test_cli_weights_checked_before_training(tmp_path, capsys):
 
 
 def test_cli_missing_member(tmp_path, capsys):
-    status, _, err = _run_cli(["ensemble", "--members", str(tmp_path / "absent")], capsys)
+    status, _, err = run_cli(["ensemble", "--members", str(tmp_path / "absent")], capsys)
     assert status == 2
     assert err.count("\n") == 1
     assert "member not found" in err
 
 
 def test_fashion_mnist_seed_ensemble(fashion_mnist_folder, tmp_path, capsys):
-    status, _, err = _run_cli(
+    status, _, err = run_cli(
         ["ensemble", "baseline", "--dataset", "fashion_mnist", "--subset", "3000", "--seeds", "3",
          "--epochs", "1", "--logdir", str(tmp_path), "--output", str(tmp_path / "report"), *TINY_FLAGS],
         capsys)
@@ -317,7 +310,7 @@ def test_rank_recipes_bad_arguments():
 
 
 def test_cli_folds_top_k_and_stacking(tmp_path, capsys):
-    status, out, err = _run_cli(
+    status, out, err = run_cli(
         ["ensemble", "baseline", str(_tanh_recipe(tmp_path)), "--folds", "2", "--top-k", "1",
          "--subset", "200", "--epochs", "1", "--logdir", str(tmp_path / "runs"),
          "--output", str(tmp_path / "report"), *TINY_FLAGS], capsys)

@@ -1,6 +1,5 @@
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -82,7 +81,7 @@ def test_ctrl_c_leaves_resumable_run(tmp_path, uninterrupted_run):
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130
-    assert "--run-dir run" in err
+    assert "Resume with: kerastricks run run/recipe.json --run-dir run" in err
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "interrupted"
 
     resumed = subprocess.run([sys.executable, "-m", "kerastricks.recipes.cli", *args],
@@ -104,7 +103,7 @@ def test_finished_run_not_overwritten(tmp_path, capsys, uninterrupted_run):
     status = cli.main(["run", "baseline", "--run-dir", str(uninterrupted_run), *RESUMABLE])
     err = capsys.readouterr().err
     assert status == 2
-    assert "holds a finished run" in err
+    assert "contains a finished run" in err
     assert "--overwrite" in err
     assert (uninterrupted_run / "metrics.json").read_text() == before
 
@@ -152,7 +151,7 @@ def test_other_recipe_in_run_dir_rejected(tmp_path):
     folder.mkdir()
     Recipe(width=4).save(folder / "recipe.json")
     run_state.write_status(folder, run_state.FAILED, error="earlier failure")
-    with pytest.raises(RecipeError, match="unfinished run of another recipe"):
+    with pytest.raises(RecipeError, match=r"unfinished run with other settings: width=8 \(saved: 4\)"):
         train(Recipe(width=8, epochs=1), data, folder, verbose=0)
 
 
@@ -251,3 +250,36 @@ def test_stop_on_non_finite_weights_unit():
     guard.on_train_batch_end(1, {"loss": 1.0})
     assert guard.failure["cause"] == "the weights became NaN or infinite"
     assert guard.failure["step"] == 2
+
+
+def test_interrupted_backup_save_keeps_previous(tmp_path):
+    data = load_dataset("digits", subset=300)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    kernels = []
+
+    class RecordKernel(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            kernels.append(self.model.layers[-1].kernel.numpy())
+
+    save_weights = model.save_weights
+
+    def save_interrupted_on_second_call(filepath, overwrite=True):
+        # The second save is cut off half-way, as by Ctrl-C or a kill during the write.
+        if len(kernels) == 2:
+            Path(filepath).write_bytes(b"half written")
+            raise KeyboardInterrupt
+        return save_weights(filepath, overwrite=overwrite)
+
+    model.save_weights = save_interrupted_on_second_call
+    backup = run_state.AtomicBackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(data.x_train, data.y_train, epochs=3, verbose=0, callbacks=[RecordKernel(), backup])
+
+    fresh = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    fresh.compile("adam", "sparse_categorical_crossentropy")
+    restored = run_state.AtomicBackupAndRestore(str(tmp_path / "backup"))
+    restored.set_model(fresh)
+    restored.on_train_begin()
+    np.testing.assert_array_equal(fresh.layers[-1].kernel.numpy(), kernels[0])
+    assert fresh._initial_epoch == 1

@@ -19,6 +19,7 @@ import pytest
 from kerastricks.recipes import cli
 from kerastricks.recipes.data import load_dataset
 from kerastricks.recipes.spec import Recipe
+from tests.recipes.cli_runner import run_cli
 
 SUBSET = 300
 TINY = ["--subset", str(SUBSET), "--set", "width=4", "--set", "depth=1", "--set", "dense_units=0",
@@ -35,15 +36,6 @@ LEAKY_SPACE = (
 )
 SLOPE = "activation_options.negative_slope"
 
-
-def _run_cli(argv, capsys):
-    """Run the CLI in this process; return (exit status, stdout, stderr)."""
-    try:
-        status = cli.main(argv)
-    except SystemExit as exit_:
-        status = exit_.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def _trials(project):
@@ -157,7 +149,7 @@ def test_finished_search_resumes_without_training(grid_search, tmp_path, capsys)
     before = {trial_id: trial["score"] for trial_id, trial in _trials(project).items()}
     argv = [arg if arg != str(grid_search["project"]) else str(project) for arg in grid_search["argv"]]
     argv.remove("--retrain")
-    status, out, err = _run_cli(argv, capsys)
+    status, out, err = run_cli(argv, capsys)
     assert status == 0, err
     assert "Reloading Tuner" in out
     after = {trial_id: trial["score"] for trial_id, trial in _trials(project).items()}
@@ -171,14 +163,14 @@ def test_project_of_other_space_fails(grid_search, tmp_path, capsys):
     other_space.write_text("activation: [relu, elu]\n")
     argv = ["search", "--space", str(other_space), "--tuner", "grid", "--max-epochs", "1",
             "--project", str(project), *TINY]
-    status, _, err = _run_cli(argv, capsys)
+    status, _, err = run_cli(argv, capsys)
     assert status == 2
     assert f"The project folder {project} contains another search: its space differ" in err
     assert len(err.strip().splitlines()) == 1
     assert len(_trials(project)) == 3
 
     other_space.write_text("activation: [elu]\n")
-    status, _, err = _run_cli([*argv, "--overwrite"], capsys)
+    status, _, err = run_cli([*argv, "--overwrite"], capsys)
     assert status == 0, err
     trials = _trials(project)
     assert len(trials) == 1
@@ -189,7 +181,7 @@ def test_keras_tuner_project_without_fingerprint_fails(grid_search, tmp_path, ca
     project = tmp_path / "project"
     shutil.copytree(grid_search["project"], project)
     (project / "search.json").unlink()
-    status, _, err = _run_cli(["search", "--space", str(grid_search["space"]), "--tuner", "grid",
+    status, _, err = run_cli(["search", "--space", str(grid_search["space"]), "--tuner", "grid",
                                "--max-epochs", "1", "--project", str(project), *TINY], capsys)
     assert status == 2
     assert "is not a kerastricks search" in err
@@ -267,7 +259,7 @@ def test_hparams_served_by_tensorboard(grid_search):
 
 def test_objective_not_logged_lists_metrics(tmp_path, capsys):
     project = tmp_path / "project"
-    status, _, err = _run_cli(["search", "--tuner", "random", "--trials", "1", "--max-epochs", "1",
+    status, _, err = run_cli(["search", "--tuner", "random", "--trials", "1", "--max-epochs", "1",
                                "--objective", "val_auc", "--project", str(project), *TINY], capsys)
     assert status == 2
     assert "The objective 'val_auc' is not a metric that training logs." in err
@@ -279,7 +271,7 @@ def test_objective_not_logged_lists_metrics(tmp_path, capsys):
 
 def test_objective_without_direction_fails_early(tmp_path, capsys):
     project = tmp_path / "project"
-    status, _, err = _run_cli(["search", "--tuner", "random", "--trials", "1", "--max-epochs", "1",
+    status, _, err = run_cli(["search", "--tuner", "random", "--trials", "1", "--max-epochs", "1",
                                "--objective", "val_sharpness", "--project", str(project), *TINY], capsys)
     assert status == 2
     assert "Cannot infer whether to maximize or minimize the objective 'val_sharpness'" in err
@@ -290,7 +282,7 @@ def test_hyperband_minimizes_loss(tmp_path, capsys):
     project = tmp_path / "project"
     space = tmp_path / "space.yaml"
     space.write_text("dropout: [0.0, 0.5]\nlearning_rate: {min: 1.0e-3, max: 1.0e-2, sampling: log}\n")
-    status, out, err = _run_cli(["search", "--space", str(space), "--objective", "val_loss",
+    status, out, err = run_cli(["search", "--space", str(space), "--objective", "val_loss",
                                  "--max-epochs", "2", "--factor", "2", "--trials", "3",
                                  "--project", str(project), *TINY], capsys)
     assert status == 0, err
@@ -316,7 +308,7 @@ BAD_FLAGS = [
 @pytest.mark.parametrize("case, flags, message", BAD_FLAGS, ids=[case for case, _, _ in BAD_FLAGS])
 def test_bad_flags_exit_2(tmp_path, capsys, case, flags, message):
     project = tmp_path / "project"
-    status, _, err = _run_cli(["search", "--project", str(project), *flags], capsys)
+    status, _, err = run_cli(["search", "--project", str(project), *flags], capsys)
     assert status == 2
     assert message in err
     assert "Traceback" not in err
@@ -332,7 +324,7 @@ def test_bad_space_file_exits_2(tmp_path, capsys, text, message):
     space = tmp_path / "space.yaml"
     space.write_text(text)
     project = tmp_path / "project"
-    status, _, err = _run_cli(["search", "--space", str(space), "--project", str(project)], capsys)
+    status, _, err = run_cli(["search", "--space", str(space), "--project", str(project)], capsys)
     assert status == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1
