@@ -218,3 +218,34 @@ def test_unknown_name_lists_valid_names():
         load_dataset("fashion-mnist")
     assert "fashion_mnist" in str(error.value)
     assert "folder:PATH" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100"])
+def test_keras_datasets_offline_message(name, monkeypatch):
+    import keras
+
+    def offline_download():
+        raise urllib.error.URLError("no network")
+
+    # Stands in for the download failing offline, so the test never reaches the network.
+    monkeypatch.setattr(getattr(keras.datasets, name), "load_data", offline_download)
+    with pytest.raises(DataError, match=f"Downloading {name} through keras.datasets failed"):
+        load_dataset(name)
+
+
+def test_keras_dataset_arrays_converted(monkeypatch):
+    import keras
+
+    rng = np.random.default_rng(0)
+    train_images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    test_images = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    # keras.datasets.cifar10 returns labels shaped (n, 1); these arrays follow that layout.
+    train_labels = (np.arange(60) % 10).reshape(-1, 1).astype(np.uint8)
+    test_labels = (np.arange(20) % 10).reshape(-1, 1).astype(np.uint8)
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data",
+                        lambda: ((train_images, train_labels), (test_images, test_labels)))
+    splits = load_dataset("cifar10", validation_split=0.5)
+    assert splits.input_shape == (32, 32, 3)
+    assert splits.class_names[0] == "airplane"
+    assert splits.y_train.ndim == 1
+    np.testing.assert_allclose(np.sort(splits.x_test.ravel()), np.sort(test_images.ravel() / 255.0), atol=1e-7)
