@@ -1,6 +1,7 @@
 """Weight averaging and checkpoint ensembles: SWA, batch-normalization re-estimation, last-K
 checkpoints."""
 
+import os
 import warnings
 from pathlib import Path
 
@@ -112,9 +113,14 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         learning_rate: a constant learning rate set from `start_epoch` on, as in the SWA paper;
             `None` keeps the optimizer's. Defaults to `None`.
         batch_size: the batch size of the pass over a NumPy `data`. Defaults to `64`.
+        state_path: a `.npz` file that receives the running mean after every averaged epoch,
+            so that a `fit` resumed from a later epoch (for example by `BackupAndRestore`)
+            continues the same average. A file whose last averaged epoch is not the one just
+            before the resumed epoch is ignored with a warning. Defaults to `None` (the mean
+            lives in memory only).
 
     Attributes:
-        averaged_epochs: the epoch indices whose weights were averaged in the last `fit`.
+        averaged_epochs: the epoch indices whose weights are in the running mean.
 
     Example:
 
@@ -126,7 +132,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         Optima and Better Generalization", UAI 2018.
     """
 
-    def __init__(self, start_epoch, data=None, learning_rate=None, batch_size=64):
+    def __init__(self, start_epoch, data=None, learning_rate=None, batch_size=64, state_path=None):
         super().__init__()
         if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
             raise ValueError(f"`start_epoch` must be an integer >= 0. Received: start_epoch={start_epoch!r}.")
@@ -140,17 +146,49 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         self.data = data
         self.learning_rate = learning_rate
         self.batch_size = batch_size
+        self.state_path = None if state_path is None else Path(state_path)
         self.averaged_epochs = []
         self._average = None
+        self._first_epoch = True
 
     def on_train_begin(self, logs=None):
         _check_batch_norm_data(self.model, self.data, "StochasticWeightAveraging")
         self.averaged_epochs = []
         self._average = None
+        self._first_epoch = True
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:
+            self._first_epoch = False
+            self._load_state(epoch)
         if self.learning_rate is not None and epoch >= self.start_epoch:
             self.model.optimizer.learning_rate = self.learning_rate
+
+    def _load_state(self, epoch):
+        """Continue the running mean saved by an earlier `fit` that stopped before `epoch`."""
+        if self.state_path is None or not self.state_path.is_file() or epoch == 0:
+            return
+        with np.load(self.state_path) as state:
+            averaged_epochs = [int(value) for value in state["averaged_epochs"]]
+            average = [state[f"weight_{index}"] for index in range(len(self.model.trainable_weights))]
+        if not averaged_epochs or averaged_epochs[-1] != epoch - 1:
+            warnings.warn(
+                f"StochasticWeightAveraging ignores {self.state_path}: its last averaged epoch "
+                f"({averaged_epochs[-1] if averaged_epochs else None}) is not the one before the "
+                f"resumed epoch {epoch}, so the average restarts here.",
+                stacklevel=2,
+            )
+            return
+        self.averaged_epochs = averaged_epochs
+        self._average = average
+
+    def _save_state(self):
+        arrays = {f"weight_{index}": mean for index, mean in enumerate(self._average)}
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_path.with_name(self.state_path.name + ".tmp.npz")
+        np.savez(temporary, averaged_epochs=np.asarray(self.averaged_epochs), **arrays)
+        # The rename is atomic, so a kill during the write leaves the previous state intact.
+        os.replace(temporary, self.state_path)
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch < self.start_epoch:
@@ -159,9 +197,11 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         self.averaged_epochs.append(epoch)
         if self._average is None:
             self._average = weights
-            return
-        count = len(self.averaged_epochs)
-        self._average = [mean + (new - mean) / count for mean, new in zip(self._average, weights)]
+        else:
+            count = len(self.averaged_epochs)
+            self._average = [mean + (new - mean) / count for mean, new in zip(self._average, weights)]
+        if self.state_path is not None:
+            self._save_state()
 
     def on_train_end(self, logs=None):
         if self._average is None:
@@ -179,7 +219,8 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     def get_config(self):
         # The data is not serializable and must be passed again.
         return {"start_epoch": self.start_epoch, "learning_rate": self.learning_rate,
-                "batch_size": self.batch_size}
+                "batch_size": self.batch_size,
+                "state_path": None if self.state_path is None else str(self.state_path)}
 
 
 @keras.saving.register_keras_serializable(package="kerastricks")

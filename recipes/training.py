@@ -74,8 +74,8 @@ def build_callbacks(recipe, data, run_dir):
 
 def weight_averaging_callbacks(recipe, data, run_dir):
     """Return the callbacks for the recipe's EMA, SWA, snapshot and checkpoint options."""
-    # NOTE: the SWA running mean lives in memory, so a run resumed by BackupAndRestore averages
-    # only the epochs after the resume. Snapshots written before the resume stay in RUN/snapshots.
+    # The SWA running mean is kept beside the backup, so a resumed run continues the same average.
+    # Snapshots written before a resume stay in RUN/snapshots.
     callbacks = []
     if recipe.ema:
         # Validation measures the averaged weights; fit() copies them into the model at the
@@ -84,7 +84,10 @@ def weight_averaging_callbacks(recipe, data, run_dir):
         if recipe.batch_norm:
             callbacks.append(RecomputeBatchNormStatistics(data.train))
     if recipe.swa_start is not None:
-        callbacks.append(StochasticWeightAveraging(recipe.swa_start, data=data.train))
+        callbacks.append(StochasticWeightAveraging(
+            recipe.swa_start, data=data.train,
+            state_path=Path(run_dir) / "backup" / "swa_state.npz",
+        ))
     if recipe.snapshots:
         callbacks.append(SnapshotEnsemble(
             recipe.snapshots, recipe.epochs, max_learning_rate=recipe.learning_rate,

@@ -192,3 +192,52 @@ def test_config_round_trips(tmp_path):
     assert StochasticWeightAveraging(**swa.get_config()).get_config() == swa.get_config()
     keeper = KeepLastCheckpoints(tmp_path, keep=4, filename="e{epoch}.keras")
     assert KeepLastCheckpoints(**keeper.get_config()).get_config() == keeper.get_config()
+
+
+def test_swa_resumes_running_mean(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(64, 6)).astype("float32")
+    labels = rng.integers(0, 3, 64)
+    snapshots = []
+
+    class RecordWeights(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append([w.numpy().copy() for w in self.model.trainable_weights])
+
+    class StopAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    state = tmp_path / "swa_state.npz"
+    first = StochasticWeightAveraging(start_epoch=0, state_path=state)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(images, labels, epochs=4, verbose=0,
+                  callbacks=[RecordWeights(), first, StopAfterSecondEpoch()])
+
+    # A new process would build a new callback; it continues from the saved running mean.
+    resumed = StochasticWeightAveraging(start_epoch=0, state_path=state)
+    model.fit(images, labels, epochs=4, initial_epoch=2, verbose=0,
+              callbacks=[RecordWeights(), resumed])
+    assert resumed.averaged_epochs == [0, 1, 2, 3]
+    for variable, index in zip(model.trainable_weights, range(len(snapshots[0]))):
+        expected = np.mean([weights[index] for weights in snapshots], axis=0)
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_swa_ignores_stale_state(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(32, 4)).astype("float32")
+    labels = rng.integers(0, 2, 32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    state = tmp_path / "swa_state.npz"
+    np.savez(state, averaged_epochs=np.asarray([0]),
+             **{f"weight_{i}": w.numpy() for i, w in enumerate(model.trainable_weights)})
+    swa = StochasticWeightAveraging(start_epoch=0, state_path=state)
+    with pytest.warns(UserWarning, match="the average restarts here"):
+        model.fit(images, labels, epochs=5, initial_epoch=3, verbose=0, callbacks=[swa])
+    assert swa.averaged_epochs == [3, 4]

@@ -283,3 +283,20 @@ def test_interrupted_backup_save_keeps_previous(tmp_path):
     restored.on_train_begin()
     np.testing.assert_array_equal(fresh.layers[-1].kernel.numpy(), kernels[0])
     assert fresh._initial_epoch == 1
+
+
+def test_killed_swa_run_resumes_to_same_metrics(tmp_path):
+    args = ["run", "baseline", *RESUMABLE, "--set", "swa_start=1"]
+    reference = subprocess.run([sys.executable, "-m", "kerastricks.recipes.cli", *args,
+                                "--run-dir", "reference"], cwd=tmp_path, capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+
+    process = _start([*args, "--run-dir", "run"], tmp_path)
+    _wait_for_epochs(tmp_path / "run", 3, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (tmp_path / "run" / "backup" / "swa_state.npz").is_file()
+    resumed = subprocess.run([sys.executable, "-m", "kerastricks.recipes.cli", *args,
+                              "--run-dir", "run"], cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _metrics_without_timing(tmp_path / "run") == _metrics_without_timing(tmp_path / "reference")
