@@ -10,6 +10,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import keras
@@ -101,6 +103,44 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             if name:
                 self._weights_path = str(Path(self.backup_dir) / name)
         super()._load_model()
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Turns Ctrl-C (SIGINT) into a `KeyboardInterrupt` raised at the end of the current batch.
+
+    Python delivers SIGINT wherever the main thread happens to be, and a `KeyboardInterrupt`
+    raised inside a weak-reference callback or `__del__` is printed and ignored, so training
+    would go on. Here the signal only sets a flag, and the callback raises at the next batch
+    boundary, which always reaches the caller. A second Ctrl-C raises at once.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._requested = False
+        self._previous_handler = None
+
+    def on_train_begin(self, logs=None):
+        self._requested = False
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._requested:
+            self._restore()
+            raise KeyboardInterrupt
+
+    def on_train_end(self, logs=None):
+        self._restore()
+
+    def _restore(self):
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
 
 
 class ShuffleEpoch(keras.callbacks.Callback):

@@ -26,8 +26,8 @@ from kerastricks.recipes.imbalance import fit_class_weight, prepare_imbalanced_d
 from kerastricks.recipes.models import build_model, build_optimizer
 from kerastricks.recipes.run_state import (
     COMPLETE, FAILED, INTERRUPTED, RUNNING, AtomicBackupAndRestore, EpochHistory, ShuffleEpoch,
-    StopOnNonFiniteLoss, TrainingFailed, check_free_space, describe_os_error, read_status,
-    write_json, write_status,
+    StopOnInterrupt, StopOnNonFiniteLoss, TrainingFailed, check_free_space, describe_os_error,
+    read_status, write_json, write_status,
 )
 from kerastricks.recipes.spec import Recipe, RecipeError
 
@@ -231,18 +231,25 @@ def _fit_in_scope(recipe, data, run_dir, verbose):
     loss_guard = StopOnNonFiniteLoss()
     # The backup callback comes first so the weights and epoch are restored before other callbacks
     # start, and the shuffling order follows the restored epoch number.
-    callbacks = [AtomicBackupAndRestore(str(run_dir / "backup")), loss_guard, history]
+    interrupt_guard = StopOnInterrupt()
+    callbacks = [
+        AtomicBackupAndRestore(str(run_dir / "backup")), loss_guard, history, interrupt_guard,
+    ]
     if data.shuffle_epoch is not None:
         callbacks.append(ShuffleEpoch(data.shuffle_epoch))
     callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir)))
     callbacks += build_callbacks(recipe, data, run_dir)
 
     start = time.perf_counter()
-    model.fit(
-        train_data, validation_data=data.validation, epochs=recipe.epochs,
-        callbacks=callbacks, verbose=verbose, shuffle=False,  # the pipeline shuffles itself
-        class_weight=fit_class_weight(recipe, data),
-    )
+    try:
+        model.fit(
+            train_data, validation_data=data.validation, epochs=recipe.epochs,
+            callbacks=callbacks, verbose=verbose, shuffle=False,  # the pipeline shuffles itself
+            class_weight=fit_class_weight(recipe, data),
+        )
+    finally:
+        # fit() skips on_train_end when it raises, so the Ctrl-C handler is restored here too.
+        interrupt_guard.on_train_end()
     train_seconds = time.perf_counter() - start
     if loss_guard.failure is not None:
         raise TrainingFailed(loss_guard.message())

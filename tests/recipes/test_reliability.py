@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -300,3 +301,27 @@ def test_killed_swa_run_resumes_to_same_metrics(tmp_path):
                               "--run-dir", "run"], cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert _metrics_without_timing(tmp_path / "run") == _metrics_without_timing(tmp_path / "reference")
+
+
+def test_ctrl_c_raises_at_batch_end():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    events = []
+
+    class SendInterrupt(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            events.append(("batch", batch))
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def on_epoch_end(self, epoch, logs=None):
+            events.append(("epoch_end", epoch))
+
+    handler_before = signal.getsignal(signal.SIGINT)
+    guard = run_state.StopOnInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(np.ones((64, 3)), np.ones((64, 1)), batch_size=8, epochs=2, verbose=0,
+                  callbacks=[SendInterrupt(), guard])
+    assert events[-1] == ("batch", 2)
+    assert ("epoch_end", 0) not in events
+    assert signal.getsignal(signal.SIGINT) is handler_before
