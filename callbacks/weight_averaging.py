@@ -115,9 +115,10 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         batch_size: the batch size of the pass over a NumPy `data`. Defaults to `64`.
         state_path: a `.npz` file that receives the running mean after every averaged epoch,
             so that a `fit` resumed from a later epoch (for example by `BackupAndRestore`)
-            continues the same average. A file whose last averaged epoch is not the one just
-            before the resumed epoch is ignored with a warning. Defaults to `None` (the mean
-            lives in memory only).
+            continues the same average; the state before it is kept beside it. A state whose
+            last averaged epoch is not the one just before the resumed epoch is ignored with a
+            warning. Place this callback before `BackupAndRestore`, so its state is saved first.
+            Defaults to `None` (the mean lives in memory only).
 
     Attributes:
         averaged_epochs: the epoch indices whose weights are in the running mean.
@@ -166,28 +167,41 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
 
     def _load_state(self, epoch):
         """Continue the running mean saved by an earlier `fit` that stopped before `epoch`."""
-        if self.state_path is None or not self.state_path.is_file() or epoch == 0:
+        if self.state_path is None or epoch == 0:
             return
-        with np.load(self.state_path) as state:
-            averaged_epochs = [int(value) for value in state["averaged_epochs"]]
-            average = [state[f"weight_{index}"] for index in range(len(self.model.trainable_weights))]
-        if not averaged_epochs or averaged_epochs[-1] != epoch - 1:
+        # The newest state may be one epoch ahead of the weights being resumed (a kill between
+        # this callback's save and the backup's), so the state before it is kept as well.
+        found = []
+        for path in (self.state_path, self._previous_state_path()):
+            if not path.is_file():
+                continue
+            with np.load(path) as state:
+                averaged_epochs = [int(value) for value in state["averaged_epochs"]]
+                if averaged_epochs and averaged_epochs[-1] == epoch - 1:
+                    self.averaged_epochs = averaged_epochs
+                    self._average = [state[f"weight_{index}"]
+                                     for index in range(len(self.model.trainable_weights))]
+                    return
+                found.append(averaged_epochs[-1] if averaged_epochs else None)
+        if found:
             warnings.warn(
-                f"StochasticWeightAveraging ignores {self.state_path}: its last averaged epoch "
-                f"({averaged_epochs[-1] if averaged_epochs else None}) is not the one before the "
-                f"resumed epoch {epoch}, so the average restarts here.",
+                f"StochasticWeightAveraging ignores {self.state_path}: its last averaged epochs "
+                f"({found}) do not end just before the resumed epoch {epoch}, so the average "
+                f"restarts here.",
                 stacklevel=2,
             )
-            return
-        self.averaged_epochs = averaged_epochs
-        self._average = average
+
+    def _previous_state_path(self):
+        return self.state_path.with_name(self.state_path.stem + ".previous.npz")
 
     def _save_state(self):
         arrays = {f"weight_{index}": mean for index, mean in enumerate(self._average)}
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.state_path.with_name(self.state_path.name + ".tmp.npz")
+        temporary = self.state_path.with_name(self.state_path.stem + ".tmp.npz")
         np.savez(temporary, averaged_epochs=np.asarray(self.averaged_epochs), **arrays)
-        # The rename is atomic, so a kill during the write leaves the previous state intact.
+        # Renames are atomic, so a kill at any point leaves a complete state in one of the files.
+        if self.state_path.is_file():
+            os.replace(self.state_path, self._previous_state_path())
         os.replace(temporary, self.state_path)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -229,8 +229,8 @@ def _fit_in_scope(recipe, data, run_dir, verbose):
 
     history = EpochHistory(run_dir / "history.json")
     loss_guard = StopOnNonFiniteLoss()
-    # The backup callback comes first so the weights and epoch are restored before other callbacks
-    # start, and the shuffling order follows the restored epoch number.
+    # The backup callback comes before the others (but SWA, see below), so the weights and epoch
+    # are restored before they start, and the shuffling order follows the restored epoch number.
     interrupt_guard = StopOnInterrupt()
     callbacks = [
         AtomicBackupAndRestore(str(run_dir / "backup")), loss_guard, history, interrupt_guard,
@@ -238,7 +238,11 @@ def _fit_in_scope(recipe, data, run_dir, verbose):
     if data.shuffle_epoch is not None:
         callbacks.append(ShuffleEpoch(data.shuffle_epoch))
     callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir)))
-    callbacks += build_callbacks(recipe, data, run_dir)
+    extra = build_callbacks(recipe, data, run_dir)
+    # SWA saves its running mean before the backup is written, so a kill between the two saves
+    # leaves a mean that matches one of the backups (the callback keeps the previous mean too).
+    averaging = [callback for callback in extra if isinstance(callback, StochasticWeightAveraging)]
+    callbacks = averaging + callbacks + [c for c in extra if c not in averaging]
 
     start = time.perf_counter()
     try:

@@ -241,3 +241,21 @@ def test_swa_ignores_stale_state(tmp_path):
     with pytest.warns(UserWarning, match="the average restarts here"):
         model.fit(images, labels, epochs=5, initial_epoch=3, verbose=0, callbacks=[swa])
     assert swa.averaged_epochs == [3, 4]
+
+
+def test_swa_falls_back_to_previous_state(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    state = tmp_path / "swa_state.npz"
+    weights = [w.numpy() for w in model.trainable_weights]
+    # The newest state is one epoch ahead of the resumed weights; the one before it matches.
+    np.savez(state, averaged_epochs=np.asarray([0, 1, 2]),
+             **{f"weight_{i}": w + 100.0 for i, w in enumerate(weights)})
+    np.savez(tmp_path / "swa_state.previous.npz", averaged_epochs=np.asarray([0, 1]),
+             **{f"weight_{i}": w for i, w in enumerate(weights)})
+    swa = StochasticWeightAveraging(start_epoch=0, state_path=state)
+    swa.set_model(model)
+    swa.on_train_begin()
+    swa.on_epoch_begin(2)
+    assert swa.averaged_epochs == [0, 1]
+    np.testing.assert_array_equal(swa._average[0], weights[0])
