@@ -17,26 +17,24 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def positive_int(text):
-    """Parse a positive integer for argparse, with a message naming the value."""
+def _int_at_least(text, minimum, description):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+        value = None
+    if value is None or value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {description}, received {text!r}")
     return value
+
+
+def positive_int(text):
+    """Parse a positive integer for argparse, with a message naming the value."""
+    return _int_at_least(text, 1, "a positive integer")
 
 
 def non_negative_int(text):
-    """Parse an integer >= 0 for argparse."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, received {text!r}")
-    return value
+    """Parse an integer >= 0 for argparse, with a message naming the value."""
+    return _int_at_least(text, 0, "an integer >= 0")
 
 
 def add_run_arguments(parser):

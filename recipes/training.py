@@ -135,8 +135,9 @@ def train(recipe, data, run_dir, verbose=1, deterministic=False, strategy=None):
 
     A folder left by an unfinished run of the same recipe (killed, interrupted, or failed) is
     resumed from its last finished epoch through `keras.callbacks.BackupAndRestore`, with the
-    model's weights and the optimizer's state; each epoch's training order depends only on the
-    seed and the epoch number, so the resumed run trains on the same batches as an uninterrupted one.
+    model's weights and the optimizer's state. Each epoch's training order depends only on the
+    seed and the epoch number, so the resumed run trains on the same batches as an uninterrupted
+    one.
 
     Args:
         recipe: a `Recipe`.
