@@ -115,7 +115,7 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         batch_size: the batch size of the pass over a NumPy `data`. Defaults to `64`.
         state_path: a `.npz` file that receives the running mean after every averaged epoch,
             so that a `fit` resumed from a later epoch (for example by `BackupAndRestore`)
-            continues the same average; the state before it is kept beside it. A state whose
+            continues the same average. The state before it is kept beside it. A state whose
             last averaged epoch is not the one just before the resumed epoch is ignored with a
             warning. Place this callback before `BackupAndRestore`, so its state is saved first.
             Defaults to `None` (the mean lives in memory only).

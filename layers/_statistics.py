@@ -10,6 +10,22 @@ import numpy as np
 ADAPT_CHUNK_ROWS = 8192
 
 
+class AdaptedWeightsMixin:
+    """Marks an adapt-able layer as adapted when its weights come from elsewhere.
+
+    Weights restored from a saved model, or copied from another layer with `set_weights`, are
+    adapted statistics, so the layer must not ask for `adapt()` again.
+    """
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self._adapted = True
+
+    def set_weights(self, weights):
+        super().set_weights(weights)
+        self._adapted = True
+
+
 def iterate_batches(data, layer_name):
     """Yield NumPy float arrays, one per batch, from an array, a tensor or batched data.
 

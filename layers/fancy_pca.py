@@ -7,7 +7,7 @@ from kerastricks.layers import _statistics
 
 
 @keras.saving.register_keras_serializable(package="kerastricks")
-class FancyPCA(keras.layers.Layer):
+class FancyPCA(_statistics.AdaptedWeightsMixin, keras.layers.Layer):
     """Adds a random multiple of the principal components of RGB pixel colours to each image.
 
     For each image, the layer draws `alpha_i ~ N(0, stddev)` for `i = 1, 2, 3` once and adds
@@ -17,7 +17,7 @@ class FancyPCA(keras.layers.Layer):
     mimics changes in the intensity and colour of the illumination. The eigenpairs come from
     `adapt()` on the training images, or are passed in. Because they are estimated on the
     images themselves, the shift has the right size for whatever value range the pipeline
-    uses ([0, 1] or [0, 255]), as long as `adapt()` sees the same range; nothing is clipped.
+    uses ([0, 1] or [0, 255]), as long as `adapt()` gets the same range. Nothing is clipped.
     The layer returns its input unchanged at inference (`training=False`).
 
     Args:
@@ -180,15 +180,6 @@ class FancyPCA(keras.layers.Layer):
         )
         return config
 
-    def load_own_variables(self, store):
-        super().load_own_variables(store)
-        # Weights restored from a saved model are adapted eigenpairs.
-        self._adapted = True
-
-    def set_weights(self, weights):
-        super().set_weights(weights)
-        # Weights copied from another layer are adapted eigenpairs.
-        self._adapted = True
 
 
 def _as_float_array(value, shape, name):

@@ -7,7 +7,7 @@ from kerastricks.layers import _statistics
 
 
 @keras.saving.register_keras_serializable(package="kerastricks")
-class MinMaxScaling(keras.layers.Layer):
+class MinMaxScaling(_statistics.AdaptedWeightsMixin, keras.layers.Layer):
     """Scales each feature linearly so that its training minimum maps to -1 and maximum to 1.
 
     `adapt()` records the minimum and maximum of each feature batch by batch, and the layer
@@ -146,15 +146,6 @@ class MinMaxScaling(keras.layers.Layer):
         config.update({"axis": axis})
         return config
 
-    def load_own_variables(self, store):
-        super().load_own_variables(store)
-        # Weights restored from a saved model are adapted statistics.
-        self._adapted = True
-
-    def set_weights(self, weights):
-        super().set_weights(weights)
-        # Weights copied from another layer are adapted statistics.
-        self._adapted = True
 
     def _check_kept_shape(self, shape, source):
         if len(shape) != self._rank or any(

@@ -13,7 +13,7 @@ METHODS = ("zca", "pca")
 
 
 @keras.saving.register_keras_serializable(package="kerastricks")
-class Whitening(keras.layers.Layer):
+class Whitening(_statistics.AdaptedWeightsMixin, keras.layers.Layer):
     """Whitens inputs with PCA or ZCA, using statistics learned by `adapt()`.
 
     Every sample is flattened to a vector of `d` features (for images, all pixels of all
@@ -207,15 +207,6 @@ class Whitening(keras.layers.Layer):
         )
         return config
 
-    def load_own_variables(self, store):
-        super().load_own_variables(store)
-        # Weights restored from a saved model are adapted statistics.
-        self._adapted = True
-
-    def set_weights(self, weights):
-        super().set_weights(weights)
-        # Weights copied from another layer are adapted statistics.
-        self._adapted = True
 
     def _check_sample_shape(self, sample_shape, source):
         expected = getattr(self, "_feature_shape", None)

@@ -1,8 +1,8 @@
 """The baseline recipe: a small VGG-style CNN with batch normalization, trained with Adam.
 
 It is the reference every trick is compared against. On the embedded 8x8 digits it trains in
-seconds; on Fashion-MNIST (28x28) it reaches about 0.92 test accuracy in 10 epochs on a 2-core CPU
-(see the README for the measured figure and command).
+seconds. On Fashion-MNIST (28x28) it reached 0.9255 test accuracy in 10 epochs on a 2-core CPU;
+the README gives the command and the time.
 
 Run it with `kerastricks run baseline` or `python -m kerastricks.recipes.baseline`, which take the
 same flags.

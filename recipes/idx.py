@@ -55,7 +55,7 @@ def read_idx(path):
     expected = int(np.prod(shape))
     if len(data) - header_size != expected:
         raise DataError(
-            f"IDX file {path} holds {len(data) - header_size} values, but its header declares "
+            f"IDX file {path} contains {len(data) - header_size} values, but its header declares "
             f"shape {shape} ({expected} values), so it is truncated or corrupt. "
             f"Reinstall or re-download it."
         )

@@ -213,7 +213,7 @@ def sampled_pipeline(images, labels, batch_size, seed, distributions, boundaries
     image of that class uniformly (with replacement). The draws are stateless random numbers
     keyed by `(seed, epoch, position)`, so each epoch's batches depend only on the seed and the
     value of the returned epoch variable, as with `load_dataset`'s training pipeline, and a
-    resumed run sees the same batches as an uninterrupted one.
+    resumed run trains on the same batches as an uninterrupted one.
 
     `distributions[i]` is in force from epoch `boundaries[i - 1]` (0 for `i = 0`) on, which
     gives two-stage training with two distributions that cover different classes.

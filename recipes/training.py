@@ -148,9 +148,9 @@ def train(recipe, data, run_dir, verbose=1, deterministic=False, strategy=None):
         deterministic: enable TensorFlow's op determinism, so that two runs with the same
             seed give the same numbers on CPU. Defaults to `False`.
         strategy: the single-host `tf.distribute.Strategy` to train under (see
-            `kerastricks.recipes.distribute.create_strategy`); the model, optimizer, metrics
-            and callbacks are created in its scope, and each batch of `data.train` is the
-            global batch, split across the replicas. Defaults to `None` (the current
+            `kerastricks.recipes.distribute.create_strategy`). The model, optimizer, metrics
+            and callbacks are created in its scope. Each batch of `data.train` is the global
+            batch, split across the replicas. Defaults to `None` (the current
             strategy, one device unless the caller entered a scope).
 
     Returns:
