@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from kerastricks.layers import get_activation  # noqa: E402
+from kerastricks.layers.rrelu import _compiled_factor_sampler  # noqa: E402
 
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "rrelu")
 
@@ -80,17 +81,27 @@ def make_step(model, jit):
 
 
 def time_random_draw(shape, rounds):
-    """Return the fastest times (s) of ReLU and of one uniform draw on a tensor of `shape`.
+    """Return the fastest times (s) of ReLU and of the random draws on a tensor of `shape`.
 
-    RReLU draws one random number per element in every training step; this separates the cost
-    of that draw from the rest of the step.
+    RReLU draws one random slope per element in every training step; this separates the cost
+    of the draw from the rest of the step. The keys are `relu`, `uniform` (one
+    `keras.random.uniform` draw, which RReLU uses on backends other than TensorFlow) and
+    `hash` (RReLU's XLA-compiled hash generator, which also chooses between 1 and the slope).
     """
     seed_generator = keras.random.SeedGenerator(0)
     features = tf.random.normal(shape)
-    relu = tf.function(lambda x: keras.ops.relu(x))
-    draw = tf.function(lambda x: keras.random.uniform(keras.ops.shape(x), seed=seed_generator))
+    key = tf.constant([1, 2], tf.int32)
+    bounds = tf.constant([3.0, 8.0])
+    sample_factors = _compiled_factor_sampler()
+    functions = {
+        "relu": tf.function(lambda x: keras.ops.relu(x)),
+        "uniform": tf.function(
+            lambda x: keras.random.uniform(keras.ops.shape(x), seed=seed_generator)
+        ),
+        "hash": tf.function(lambda x: sample_factors(x, key, bounds, True)),
+    }
     fastest = {}
-    for name, function in (("relu", relu), ("draw", draw)):
+    for name, function in functions.items():
         function(features).numpy()
         times = []
         for _ in range(rounds):
@@ -98,7 +109,7 @@ def time_random_draw(shape, rounds):
             function(features).numpy()
             times.append(time.perf_counter() - start)
         fastest[name] = min(times)
-    return fastest["relu"], fastest["draw"]
+    return fastest
 
 
 def main(argv=None):
@@ -138,9 +149,11 @@ def main(argv=None):
         )
 
     shape = (args.batch_size, 28, 28, args.width)
-    relu_time, draw_time = time_random_draw(shape, args.rounds)
-    print(f"on one {shape} activation tensor: ReLU {relu_time * 1e3:.2f} ms, "
-          f"keras.random.uniform {draw_time * 1e3:.2f} ms (fastest of {args.rounds})")
+    fastest = time_random_draw(shape, args.rounds)
+    print(f"on one {shape} activation tensor (fastest of {args.rounds}): "
+          f"ReLU {fastest['relu'] * 1e3:.2f} ms, "
+          f"keras.random.uniform {fastest['uniform'] * 1e3:.2f} ms, "
+          f"RReLU hash draw {fastest['hash'] * 1e3:.2f} ms")
     return 0
 
 

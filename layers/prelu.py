@@ -1,5 +1,6 @@
 """Parametric ReLU with He et al.'s defaults: one learned slope per channel."""
 
+import functools
 import numbers
 
 import keras
@@ -19,6 +20,12 @@ class PReLU(keras.layers.Layer):
     He et al. The slopes are shared over every axis except the channel axis, so the layer
     works on 1D, 2D and 3D feature maps of any size, including `None` spatial dimensions in
     fully convolutional models.
+
+    The output is exact for any learned slope, including slopes below 0 and above 1. The
+    layer computes one factor per element, 1 for `x >= 0` and the slope elsewhere, and
+    multiplies by it in the forward pass and again for the input gradient. The slope gradient
+    sums `upstream * min(x, 0)` over the shared axes, so the gradient at `x = 0` is 1 for the
+    input and 0 for the slope. On the TensorFlow backend XLA computes the factors in one pass.
 
     `keras.layers.PReLU` differs: by default it learns one slope per activation (after a
     28x28 feature map with 32 channels, 28 * 28 * 32 = 25,088 slopes instead of 32), and it
@@ -133,7 +140,29 @@ class PReLU(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        return keras.ops.where(inputs >= 0, inputs, self.alpha * inputs)
+        # A tensor copy rather than the variable: the custom gradient returns the slope
+        # gradient as the gradient of an input, and the tape carries it to the variable.
+        alpha = keras.ops.copy(self.alpha)
+        # The slope gradient sums over every axis where `alpha` (aligned right) has size 1.
+        alpha_shape = (1,) * (len(inputs.shape) - len(alpha.shape)) + tuple(alpha.shape)
+        slope_axes = tuple(axis for axis, size in enumerate(alpha_shape) if size == 1)
+
+        @keras.ops.custom_gradient
+        def activate(features, slopes):
+            factors = _slope_factors(features, slopes)
+
+            def grad(*args, upstream=None):
+                if upstream is None:
+                    (upstream,) = args
+                # d(alpha_c * x)/d(alpha_c) = x on the negative inputs of channel c.
+                slope_grad = keras.ops.sum(
+                    upstream * keras.ops.minimum(features, 0), axis=slope_axes, keepdims=True
+                )
+                return upstream * factors, keras.ops.reshape(slope_grad, keras.ops.shape(slopes))
+
+            return features * factors, grad
+
+        return activate(inputs, alpha)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -150,3 +179,36 @@ class PReLU(keras.layers.Layer):
             }
         )
         return config
+
+
+def _slope_factors(inputs, alpha):
+    """Return factors shaped like `inputs`: 1 where `inputs >= 0`, else the channel's slope.
+
+    Multiplying by these factors gives the output and, in the backward pass, the input gradient,
+    so both take one multiplication. `x * 1` is `x` and `x * alpha` is `alpha * x`, so the
+    output is exact for every slope, including slopes below 0 and above 1.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return _compiled_tensorflow_factors()(inputs, alpha)
+    return _generic_slope_factors(inputs, alpha)
+
+
+def _generic_slope_factors(inputs, alpha):
+    """Compute `_slope_factors` with `keras.ops` (any backend)."""
+    return keras.ops.where(inputs >= 0, keras.ops.ones((), inputs.dtype), alpha)
+
+
+@functools.cache
+def _compiled_tensorflow_factors():
+    """Build the XLA-compiled form of `_slope_factors` (TensorFlow).
+
+    TensorFlow's CPU kernels run the comparison, the broadcast of the slopes and the
+    select as separate passes, and its broadcasting select is slow. XLA fuses them into one.
+    """
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True)
+    def factors(inputs, alpha):
+        return tf.where(inputs >= 0, tf.ones((), inputs.dtype), alpha)
+
+    return factors

@@ -1,10 +1,16 @@
 """Randomized leaky ReLU (RReLU)."""
 
+import functools
+
 import keras
 
 from kerastricks.layers._validation import check_slope
 
 SAMPLINGS = ("reciprocal", "uniform")
+
+# Multipliers of the lowbias32 integer hash (Chris Wellons, hash-prospector): two rounds of
+# xor-shift and multiply that map 32-bit integers one to one with low avalanche bias.
+_LOWBIAS32_MULTIPLIERS = (0x7FEB352D, 0x846CA68B)
 
 
 @keras.saving.register_keras_serializable(package="kerastricks")
@@ -22,6 +28,15 @@ class RReLU(keras.layers.Layer):
       defaults.
     - `sampling="uniform"` (PyTorch's `torch.nn.RReLU`): `slope ~ U(lower, upper)` and the
       inference slope is `(lower + upper) / 2`.
+
+    On the TensorFlow backend the training slopes come from a counter-based generator that
+    XLA compiles into one kernel with the activation. It hashes each element's flat index with
+    two rounds of the lowbias32 integer hash, keyed by two integers that the seed generator
+    draws for every call. The top 24 bits of the hash place `a` (or the uniform slope) on a
+    grid of 2**24 steps between its bounds. That is finer than the 2**23 steps of a float32
+    `keras.random.uniform` draw, so the grid does not change the distribution measurably. On a
+    2-core CPU this draw takes about a quarter of the time of `keras.random.uniform`, which
+    other backends use. The two draw different slopes for the same seed.
 
     Args:
         lower: the smallest negative slope, in `[0, 1)`; above 0 with `"reciprocal"`
@@ -94,7 +109,12 @@ class RReLU(keras.layers.Layer):
     def call(self, inputs, training=False):
         if not training:
             return keras.ops.leaky_relu(inputs, negative_slope=self.inference_slope)
+        if keras.backend.backend() == "tensorflow":
+            return self._randomize_tensorflow(inputs)
+        return self._randomize_generic(inputs)
 
+    def _randomize_generic(self, inputs):
+        """Apply per-element random slopes drawn with `keras.random.uniform` (any backend)."""
         shape = keras.ops.shape(inputs)
         if self.sampling == "reciprocal":
             # Dividing by a ~ U(1/upper, 1/lower) applies the slope 1/a in one operation.
@@ -113,6 +133,36 @@ class RReLU(keras.layers.Layer):
         # negative. One `maximum` replaces a comparison and a `where`, which saves a pass.
         return keras.ops.maximum(inputs, scaled)
 
+    def _randomize_tensorflow(self, inputs):
+        """Apply per-element random slopes from the XLA-compiled hash generator (TensorFlow).
+
+        The generator and the choice between 1 and the slope run as one fused XLA kernel that
+        writes one factor per element. The output is `inputs * factors` and the input gradient
+        is `upstream * factors`, so the backward pass reuses the factors instead of drawing or
+        comparing again.
+        """
+        import tensorflow as tf
+
+        # A fresh key per call comes from the seed generator, so equal seeds give equal slopes
+        # and every call draws new ones, as with `keras.random`.
+        key = keras.random.randint((2,), 0, 2**31 - 1, dtype="int32", seed=self.seed_generator)
+        if self.sampling == "reciprocal":
+            bounds = (1.0 / self.upper, 1.0 / self.lower)
+        else:
+            bounds = (self.lower, self.upper)
+        factors = _compiled_factor_sampler()(
+            inputs, key, tf.constant(bounds, tf.float32), self.sampling == "reciprocal"
+        )
+
+        @tf.custom_gradient
+        def scale(features):
+            def grad(upstream):
+                return upstream * factors
+
+            return features * factors, grad
+
+        return scale(inputs)
+
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -127,3 +177,51 @@ class RReLU(keras.layers.Layer):
             }
         )
         return config
+
+
+def _lowbias32(values):
+    """Hash uint32 `values` with lowbias32: xor-shifts by 16, 15 and 16 between two multiplies."""
+    import tensorflow as tf
+
+    first, second = _LOWBIAS32_MULTIPLIERS
+    values = tf.bitwise.bitwise_xor(values, tf.bitwise.right_shift(values, 16))
+    values = values * tf.constant(first, tf.uint32)
+    values = tf.bitwise.bitwise_xor(values, tf.bitwise.right_shift(values, 15))
+    values = values * tf.constant(second, tf.uint32)
+    return tf.bitwise.bitwise_xor(values, tf.bitwise.right_shift(values, 16))
+
+
+@functools.cache
+def _compiled_factor_sampler():
+    """Build the XLA-compiled function that returns RReLU's per-element factors (TensorFlow).
+
+    `sample(inputs, key, bounds, reciprocal)` returns a tensor shaped like `inputs` that is 1
+    where `inputs >= 0` and a random slope elsewhere. The draw `v ~ U(bounds[0], bounds[1])`
+    comes from a counter-based generator that hashes the element's flat index with two keyed
+    rounds of lowbias32. The top 24 bits of the hash place `v` on a grid of 2**24 steps,
+    the resolution of a float32 in [0.5, 1). The slope is `1 / v` when `reciprocal` is true
+    and `v` otherwise.
+
+    This path exists because TensorFlow's Philox kernel, behind `keras.random.uniform`, takes
+    6 to 10 times as long as a ReLU on the same tensor on a 2-core CPU, while XLA fuses the
+    hash, the conversion and the choice into one pass.
+    """
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True)
+    def sample(inputs, key, bounds, reciprocal):
+        key = tf.bitcast(key, tf.uint32)
+        # NOTE: the flat index is int32, so it overflows on inputs of 2**31 elements or more,
+        # and this path has not been run on inputs that large.
+        index = tf.bitcast(tf.range(tf.size(inputs)), tf.uint32)
+        bits = _lowbias32(tf.bitwise.bitwise_xor(index, key[0]))
+        # With the first round alone, two calls whose first keys differ by `d` (XOR) would
+        # draw the same hashes at indices `i` and `i ^ d`. A second keyed round breaks that.
+        bits = _lowbias32(bits + key[1])
+        unit = tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (2.0**-24)
+        values = bounds[0] + (bounds[1] - bounds[0]) * unit
+        slopes = 1.0 / values if reciprocal else values
+        slopes = tf.reshape(tf.cast(slopes, inputs.dtype), tf.shape(inputs))
+        return tf.where(inputs >= 0, tf.ones_like(slopes), slopes)
+
+    return sample

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from kerastricks.layers import PReLU
+from kerastricks.layers import prelu as prelu_module
 from tests.layers.contract import check_layer_contract, tolerance
 
 
@@ -103,6 +104,80 @@ def test_slope_gradient_sums_negative_inputs():
     # d/d alpha_c of sum(alpha_c * x) over the negative x of channel c.
     expected = np.where(x.numpy() < 0, x.numpy(), 0.0).sum(axis=(0, 1, 2))
     np.testing.assert_allclose(gradient.numpy(), expected, rtol=1e-5)
+
+
+# Slopes below 0, at 0 and 1, and above 1: the layer must not assume slopes in [0, 1].
+ANY_SLOPES = np.array([-0.5, 0.0, 0.25, 1.0, 1.5, 3.0], "float32")
+
+
+def make_inputs(shape, seed):
+    """Return normal float32 inputs of `shape` with every fifth element set to exactly 0."""
+    x = np.random.default_rng(seed).standard_normal(shape).astype("float32")
+    x.reshape(-1)[::5] = 0.0
+    return x
+
+
+@pytest.mark.parametrize(
+    "data_format, channel_shared, alpha",
+    [
+        ("channels_last", False, ANY_SLOPES),
+        ("channels_first", False, ANY_SLOPES),
+        ("channels_last", True, np.array([1.5], "float32")),
+        ("channels_last", True, np.array([-0.5], "float32")),
+    ],
+)
+def test_any_slope_exact(data_format, channel_shared, alpha):
+    shape = (3, 6, 4, 5) if data_format == "channels_first" else (3, 4, 5, 6)
+    channel_axis = 1 if data_format == "channels_first" else -1
+    x = make_inputs(shape, seed=3)
+    upstream = np.random.default_rng(4).standard_normal(shape).astype("float32")
+    layer = PReLU(channel_shared=channel_shared, data_format=data_format)
+    layer.build(shape)
+    layer.set_weights([alpha.reshape(layer.alpha.shape)])
+    x_tensor = tf.constant(x)
+
+    with tf.GradientTape() as tape:
+        tape.watch(x_tensor)
+        y = layer(x_tensor)
+        loss = tf.reduce_sum(y * upstream)
+    input_grad, slope_grad = tape.gradient(loss, [x_tensor, layer.alpha])
+
+    alpha_shape = [1] * x.ndim
+    alpha_shape[channel_axis] = -1
+    factors = np.where(x >= 0, 1.0, np.reshape(alpha, alpha_shape)).astype("float32")
+    channel = channel_axis % x.ndim
+    axes = tuple(axis for axis in range(x.ndim) if channel_shared or axis != channel)
+
+    # float32 products, so the output and the input gradient match the reference bit for bit.
+    np.testing.assert_array_equal(y.numpy(), reference_prelu(x, alpha, channel_axis))
+    np.testing.assert_array_equal(input_grad.numpy(), upstream * factors)
+    # The slope gradient is a sum, so only its rounding differs from a float64 reference.
+    expected = (upstream.astype("float64") * np.minimum(x, 0.0)).sum(axis=axes)
+    np.testing.assert_allclose(
+        slope_grad.numpy().reshape(-1), np.reshape(expected, -1), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_zero_input_gradient_is_one():
+    layer = PReLU(alpha_initializer=0.25)
+    x = tf.constant([[0.0, -2.0, 2.0]])
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+
+    np.testing.assert_array_equal(tape.gradient(y, x).numpy(), [[1.0, 0.25, 1.0]])
+
+
+def test_generic_factors_match_compiled():
+    x = make_inputs((4, 5, 6), seed=5)
+    alpha = ANY_SLOPES
+
+    generic = keras.ops.convert_to_numpy(prelu_module._generic_slope_factors(x, alpha))
+    compiled = prelu_module._compiled_tensorflow_factors()(tf.constant(x), tf.constant(alpha))
+
+    np.testing.assert_array_equal(generic, np.where(x >= 0, 1.0, alpha).astype("float32"))
+    np.testing.assert_array_equal(compiled.numpy(), generic)
 
 
 def test_no_weight_decay_by_default():

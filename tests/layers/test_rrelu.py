@@ -11,9 +11,21 @@ from tests.layers.contract import check_layer_contract, tolerance
 SAMPLE_SIZE = 200_000
 
 
-def sample_slopes(layer, size=SAMPLE_SIZE):
+# The two ways RReLU draws its training slopes: the hash generator that TensorFlow runs as one
+# XLA kernel, and `keras.random.uniform`, which the other backends use.
+PATHS = ["tensorflow", "generic"]
+
+
+def randomize(layer, x, path):
+    """Call `layer` in training mode on `x` through one slope-drawing path."""
+    if path == "generic":
+        return layer._randomize_generic(keras.ops.convert_to_tensor(x))
+    return layer(x, training=True)
+
+
+def sample_slopes(layer, size=SAMPLE_SIZE, path="tensorflow"):
     """Return the training slopes an RReLU draws for `size` negative inputs."""
-    outputs = layer(-np.ones(size, "float32"), training=True)
+    outputs = randomize(layer, -np.ones(size, "float32"), path)
     return -keras.ops.convert_to_numpy(outputs).astype("float64")
 
 
@@ -41,8 +53,9 @@ def test_inference_slope_property():
     assert RReLU(0.2, 0.25, sampling="uniform").inference_slope == pytest.approx(0.225)
 
 
-def test_reciprocal_slopes_range_mean_spread():
-    slopes = sample_slopes(RReLU(seed=1))
+@pytest.mark.parametrize("path", PATHS)
+def test_reciprocal_slopes_range_mean_spread(path):
+    slopes = sample_slopes(RReLU(seed=1), path=path)
     # slope = 1/a, a ~ U(3, 8): E[slope] = ln(8/3)/5 and E[slope**2] = (1/3 - 1/8)/5.
     mean = np.log(8.0 / 3.0) / 5.0
     std = np.sqrt((1.0 / 3.0 - 1.0 / 8.0) / 5.0 - mean**2)
@@ -53,8 +66,9 @@ def test_reciprocal_slopes_range_mean_spread():
     assert slopes.std() == pytest.approx(std, rel=0.02)
 
 
-def test_reciprocal_slopes_distribution():
-    slopes = sample_slopes(RReLU(seed=2), size=20_000)
+@pytest.mark.parametrize("path", PATHS)
+def test_reciprocal_slopes_distribution(path):
+    slopes = sample_slopes(RReLU(seed=2), size=20_000, path=path)
 
     # P(1/a <= t) = P(a >= 1/t) = (8 - 1/t) / 5 for t in [1/8, 1/3].
     def cdf(t):
@@ -66,9 +80,10 @@ def test_reciprocal_slopes_distribution():
     assert np.median(slopes) == pytest.approx(1.0 / 5.5, abs=0.005)
 
 
-def test_uniform_slopes_range_mean_spread():
+@pytest.mark.parametrize("path", PATHS)
+def test_uniform_slopes_range_mean_spread(path):
     lower, upper = 0.05, 0.45
-    slopes = sample_slopes(RReLU(lower, upper, sampling="uniform", seed=3))
+    slopes = sample_slopes(RReLU(lower, upper, sampling="uniform", seed=3), path=path)
     std = (upper - lower) / np.sqrt(12.0)
 
     assert slopes.min() >= lower - 1e-6
@@ -83,6 +98,72 @@ def test_each_element_own_slope():
 
     # float32 has about 2**21 values in [1/8, 1/3], so repeats are rare but possible.
     assert len(np.unique(slopes)) > 0.99 * len(slopes)
+
+
+def test_slopes_finer_than_16_bits():
+    # A 16-bit draw allows at most 65,536 distinct slopes. The 2**24-step grid, after float32
+    # rounding, repeats 0.7% of these 200,000 draws (`keras.random.uniform` repeats 1.2%).
+    slopes = sample_slopes(RReLU(0.05, 0.45, sampling="uniform", seed=12))
+
+    assert len(np.unique(slopes)) > 0.95 * SAMPLE_SIZE
+
+
+def test_uniform_slopes_fine_histogram():
+    lower, upper = 0.0, 0.5
+    slopes = sample_slopes(RReLU(lower, upper, sampling="uniform", seed=13))
+
+    # 4,096 equal bins of about 49 draws each: a chi-square test of the fine structure.
+    counts, _ = np.histogram(slopes, bins=4096, range=(lower, upper))
+
+    assert counts.sum() == SAMPLE_SIZE
+    assert stats.chisquare(counts).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("lag", [1, 2, 3, 32, 1024, 65536])
+def test_neighbouring_slopes_uncorrelated(lag):
+    slopes = sample_slopes(RReLU(seed=14))
+
+    correlation = np.corrcoef(slopes[:-lag], slopes[lag:])[0, 1]
+
+    # Independent draws give a sample correlation with a standard deviation of about 1/sqrt(n).
+    assert abs(correlation) < 5 / np.sqrt(SAMPLE_SIZE)
+
+
+def test_calls_and_seeds_uncorrelated():
+    layer = RReLU(seed=15)
+    first = sample_slopes(layer)
+    second = sample_slopes(layer)
+    next_seed = sample_slopes(RReLU(seed=16))
+    bound = 5 / np.sqrt(SAMPLE_SIZE)
+
+    assert abs(np.corrcoef(first, second)[0, 1]) < bound
+    assert abs(np.corrcoef(first, next_seed)[0, 1]) < bound
+
+
+def test_new_slopes_each_traced_call():
+    layer = RReLU(seed=17)
+    x = -np.ones((4, 32), "float32")
+    draw = tf.function(lambda: layer(x, training=True))
+
+    first = draw().numpy()
+    second = draw().numpy()
+
+    assert not np.array_equal(first, second)
+    assert first.min() >= -1.0 / 3.0 - 1e-6
+    assert first.max() <= -1.0 / 8.0 + 1e-6
+
+
+def test_float16_slopes_within_bounds():
+    layer = RReLU(seed=18, dtype="mixed_float16")
+
+    outputs = layer(-np.ones(10_000, "float32"), training=True)
+    slopes = -keras.ops.convert_to_numpy(outputs).astype("float64")
+
+    assert keras.backend.standardize_dtype(outputs.dtype) == "float16"
+    # float16 rounds to 11 significant bits, so the bounds hold to a relative 2**-11.
+    assert slopes.min() >= (1.0 / 8.0) * (1 - 2**-11)
+    assert slopes.max() <= (1.0 / 3.0) * (1 + 2**-11)
+    assert slopes.mean() == pytest.approx(np.log(8.0 / 3.0) / 5.0, rel=0.01)
 
 
 def test_positive_inputs_pass_in_training():
@@ -112,6 +193,15 @@ def test_seed_determinism():
     assert not np.array_equal(first, other_seed)
 
 
+def test_paths_draw_different_slopes():
+    x = -np.ones((8, 16), "float32")
+
+    hashed = keras.ops.convert_to_numpy(randomize(RReLU(seed=19), x, "tensorflow"))
+    uniform = keras.ops.convert_to_numpy(randomize(RReLU(seed=19), x, "generic"))
+
+    assert not np.array_equal(hashed, uniform)
+
+
 def test_new_slopes_each_call():
     layer = RReLU(seed=9)
     x = -np.ones((4, 32), "float32")
@@ -122,13 +212,14 @@ def test_new_slopes_each_call():
     assert not np.array_equal(first, second)
 
 
-def test_gradient_is_sampled_slope():
+@pytest.mark.parametrize("path", PATHS)
+def test_gradient_is_sampled_slope(path):
     x = tf.constant(np.random.default_rng(2).standard_normal((32, 8)).astype("float32"))
     layer = RReLU(seed=10)
 
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = layer(x, training=True)
+        y = randomize(layer, x, path)
     gradient = tape.gradient(y, x).numpy()
     x, y = x.numpy(), y.numpy()
 
