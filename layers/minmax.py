@@ -105,11 +105,14 @@ class MinMaxScaling(_statistics.AdaptedWeightsMixin, keras.layers.Layer):
                 self.build((None, *batch.shape[1:]))
             self._check_kept_shape(batch.shape, "adapt() data")
             batch = batch.astype(np.float32, copy=False)
-            _statistics.check_finite(batch, index, "MinMaxScaling")
             if batch.shape[0] == 0:
                 continue
             batch_min = batch.min(axis=self._reduced_axes, keepdims=True)[0]
             batch_max = batch.max(axis=self._reduced_axes, keepdims=True)[0]
+            # NaN propagates into the minimum and infinities reach the extremes, so a finite
+            # minimum and maximum prove the batch finite without another pass.
+            if not (np.isfinite(batch_min).all() and np.isfinite(batch_max).all()):
+                _statistics.check_finite(batch, index, "MinMaxScaling")
             minimum = batch_min if minimum is None else np.minimum(minimum, batch_min)
             maximum = batch_max if maximum is None else np.maximum(maximum, batch_max)
         if minimum is None:

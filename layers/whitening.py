@@ -25,7 +25,11 @@ class Whitening(_statistics.AdaptedWeightsMixin, keras.layers.Layer):
 
     `adapt()` accumulates the mean and covariance batch by batch, so its memory is O(d^2)
     whatever the number of samples. Each batch's cross products are computed in float32
-    (float64 for float64 data) and summed in float64. Half-precision inputs are whitened in
+    (float64 for float64 data) and summed in float64. The products are taken about zero, with
+    no centred copy of the data, while each feature's mean lies within 3 standard deviations
+    of zero, which at most multiplies their rounding error bound by 10. Otherwise they are
+    taken about a recent batch mean, so a large offset (a mean of 1000 with a standard
+    deviation of 1, say) costs no accuracy. Half-precision inputs are whitened in
     float32 and the output is cast back to the layer's compute dtype. The covariance is the
     population one (divided by the number of samples, as in `keras.layers.Normalization`).
     With fewer samples than features the covariance is singular, and `epsilon` keeps the
@@ -152,12 +156,13 @@ class Whitening(_statistics.AdaptedWeightsMixin, keras.layers.Layer):
         if not self.built:
             self.build((None, *first.shape[1:]))
 
-        accumulator = _statistics.MomentAccumulator(self._num_features)
-        for index, batch in enumerate(batches):
+        # The accumulator also raises for NaN or infinite values, found from its column sums.
+        accumulator = _statistics.MomentAccumulator(self._num_features, "Whitening")
+        for batch in batches:
             self._check_sample_shape(batch.shape[1:], "adapt() data")
-            rows = batch.reshape(batch.shape[0], -1)
+            # The feature count, not -1, so that an empty batch reshapes too.
+            rows = batch.reshape(batch.shape[0], self._num_features)
             rows = rows.astype(_accumulation_dtype(batch), copy=False)
-            _statistics.check_finite(rows, index, "Whitening")
             accumulator.update(rows)
         if accumulator.count < 2:
             raise ValueError(
@@ -165,12 +170,14 @@ class Whitening(_statistics.AdaptedWeightsMixin, keras.layers.Layer):
                 f"Received: {accumulator.count}."
             )
 
-        eigenvalues, eigenvectors = _leading_eigenpairs(
-            accumulator.covariance(), self._num_components
-        )
+        mean = accumulator.mean
+        covariance = accumulator.covariance()
+        # Dropping the accumulator frees its float64 sums before the eigendecomposition.
+        del accumulator
+        eigenvalues, eigenvectors = _leading_eigenpairs(covariance, self._num_components)
         scaled = eigenvectors / np.sqrt(eigenvalues + self.epsilon)
         matrix = scaled @ eigenvectors.T if self.method == "zca" else scaled
-        self.mean.assign(accumulator.mean.astype(np.float32))
+        self.mean.assign(mean.astype(np.float32))
         self.eigenvalues.assign(eigenvalues.astype(np.float32))
         self.whitening_matrix.assign(matrix.astype(np.float32))
         self._adapted = True
@@ -223,23 +230,30 @@ def _leading_eigenpairs(covariance, num_components):
 
     Each eigenvector's largest-magnitude entry is made positive, so the PCA output's signs do
     not depend on the LAPACK build. Rounding can make tiny eigenvalues negative, so they are
-    clipped at zero.
+    clipped at zero. `covariance` must be finite, and it may be overwritten.
     """
     num_features = covariance.shape[0]
     if num_components == num_features:
+        # NumPy's LAPACK (syevd) shares the OpenBLAS threads of the cross products. The SciPy
+        # wheel bundles a second OpenBLAS, and on 2 cores its eigh ran slower right after
+        # NumPy's products, probably because the first library's idle threads still spin.
         eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     else:
+        # LAPACK overwrites only Fortran-ordered arrays in place. The transpose of the
+        # symmetric covariance is the same matrix in that order, so SciPy makes no copy.
         eigenvalues, eigenvectors = scipy.linalg.eigh(
-            covariance,
+            covariance.T,
             subset_by_index=(num_features - num_components, num_features - 1),
             overwrite_a=True,
+            check_finite=False,
         )
     eigenvalues = np.clip(eigenvalues[::-1], 0.0, None)
     eigenvectors = eigenvectors[:, ::-1]
     rows = np.argmax(np.abs(eigenvectors), axis=0)
     signs = np.sign(eigenvectors[rows, np.arange(eigenvectors.shape[1])])
     signs[signs == 0] = 1.0
-    return eigenvalues, eigenvectors * signs
+    eigenvectors *= signs
+    return eigenvalues, eigenvectors
 
 
 def _accumulation_dtype(batch):

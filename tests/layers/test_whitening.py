@@ -7,6 +7,7 @@ import tensorflow as tf
 from sklearn.decomposition import PCA
 
 from kerastricks.layers import MinMaxScaling, Whitening
+from kerastricks.layers._statistics import MAX_SHIFT_OFFSET, MomentAccumulator
 from tests.layers.contract import check_in_fresh_process, check_layer_contract
 
 NUM_SAMPLES, NUM_FEATURES = 600, 12
@@ -92,6 +93,82 @@ def test_centred_or_not_gives_same_output(method):
     np.testing.assert_allclose(
         to_numpy(raw_layer(data)), to_numpy(centred_layer(centred)), atol=2e-3
     )
+
+
+@pytest.mark.parametrize("num_batches", [1, 7])
+def test_large_offset_matches_sklearn_centred(num_batches):
+    # With a mean of 1000 and standard deviations from 0.2 to 3, float32 products of the raw
+    # values would lose nearly all of float32's 7 significant digits to the offset.
+    data = correlated_data() - 5.0 + 1000.0
+    epsilon = 1e-6
+    layer = adapted(np.array_split(data, num_batches), method="pca", epsilon=epsilon)
+    outputs = to_numpy(layer(data)).astype(np.float64)
+
+    centred = data.astype(np.float64) - data.astype(np.float64).mean(axis=0)
+    reference = PCA(whiten=True).fit(centred)
+    variance_n = reference.explained_variance_ * (NUM_SAMPLES - 1) / NUM_SAMPLES
+    expected = reference.transform(centred)
+    expected *= np.sqrt(reference.explained_variance_) / np.sqrt(variance_n + epsilon)
+    signs = np.sign(np.sum(outputs * expected, axis=0))
+
+    np.testing.assert_allclose(to_numpy(layer.eigenvalues), variance_n, rtol=1e-4)
+    np.testing.assert_allclose(to_numpy(layer.mean), data.astype(np.float64).mean(axis=0), rtol=1e-7)
+    np.testing.assert_allclose(outputs, expected * signs, atol=2e-3)
+
+
+def test_offset_in_later_batch_is_centred():
+    # The first batch needs no shift. The second lies hundreds of standard deviations away,
+    # so its products must be recomputed on centred values.
+    first = correlated_data(num_samples=300, seed=1) - 5.0
+    second = correlated_data(num_samples=300, seed=2) - 5.0 + 1000.0
+    layer = adapted([first, second], method="pca", epsilon=1e-6)
+
+    both = np.concatenate([first, second]).astype(np.float64)
+    expected = np.linalg.eigvalsh(np.cov(both, rowvar=False, bias=True))[::-1]
+    # The smallest eigenvalues (about 0.04) come from the spread within the batches.
+    np.testing.assert_allclose(to_numpy(layer.eigenvalues), expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("offset_in_stds", [0.0, 2.5, -2.5])
+def test_accumulator_skips_copy_within_limit(offset_in_stds):
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    stds = np.linspace(0.5, 2.0, 64)
+    rows = (rng.standard_normal((8192, 64)) + offset_in_stds) * stds
+    rows = rows.astype(np.float32)
+    accumulator = MomentAccumulator(64)
+    tracemalloc.start()
+    accumulator.update(rows)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    # A centred copy would take rows.nbytes (2 MiB); the probe rows in float64 take 256 KiB.
+    assert peak < rows.nbytes / 4
+    # float32 sums of 8192 products typically err by about sqrt(8192) * 6e-8 = 5e-6 of the
+    # mean square, which is up to 1 + 3**2 = 10 times the variance within the limit.
+    reference = np.cov(rows.astype(np.float64), rowvar=False, bias=True)
+    scale = np.sqrt(np.outer(np.diag(reference), np.diag(reference)))
+    error = np.abs(accumulator.covariance() - reference) / scale
+    assert error.max() < 5e-5
+
+
+def test_accumulator_centres_beyond_limit():
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    offset = (MAX_SHIFT_OFFSET + 1.0) * 0.5
+    rows = (rng.standard_normal((8192, 64)) * 0.5 + offset).astype(np.float32)
+    accumulator = MomentAccumulator(64)
+    tracemalloc.start()
+    accumulator.update(rows)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    assert peak >= rows.nbytes
+    reference = np.cov(rows.astype(np.float64), rowvar=False, bias=True)
+    scale = np.sqrt(np.outer(np.diag(reference), np.diag(reference)))
+    assert (np.abs(accumulator.covariance() - reference) / scale).max() < 1e-5
 
 
 def test_batches_match_one_array():
@@ -209,6 +286,23 @@ def test_whitening_rejects_non_finite(bad):
         Whitening().adapt(data)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+def test_whitening_names_later_non_finite_batch(offset):
+    batches = [correlated_data(num_samples=50, seed=seed) - 5.0 + offset for seed in range(4)]
+    batches.insert(1, np.zeros((0, NUM_FEATURES), dtype="float32"))
+    batches[3][7, 2] = np.nan
+    batches[3][9, 0] = np.inf
+    with pytest.raises(ValueError, match="2 NaN or infinite values in batch 3"):
+        Whitening().adapt(batches)
+
+
+def test_whitening_rejects_overflowing_values():
+    # Finite float32 values whose squares exceed the float32 range (about 3.4e38).
+    data = (np.random.default_rng(6).standard_normal((50, 3)) * 1e20).astype("float32")
+    with pytest.raises(ValueError, match="overflow float32.*Scale the data"):
+        Whitening().adapt(data)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -294,3 +388,12 @@ def test_minmax_errors():
     layer.adapt(correlated_data())
     with pytest.raises(ValueError, match=r"shape \(2, 5\)"):
         layer(np.zeros((2, 5), dtype="float32"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("axis", [-1, (1, 2, 3), None])
+def test_minmax_names_non_finite_batch(bad, axis):
+    images = np.random.default_rng(7).random((20, 3, 3, 1)).astype("float32")
+    images[12, 1, 1, 0] = bad
+    with pytest.raises(ValueError, match="1 NaN or infinite values in batch 1"):
+        MinMaxScaling(axis=axis).adapt([images[:8], images[8:]])
