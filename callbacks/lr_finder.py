@@ -72,13 +72,18 @@ def smooth_losses(losses, smoothing=0.98):
     return np.asarray(smoothed)
 
 
-def suggest_learning_rate(learning_rates, smoothed_losses):
+def suggest_learning_rate(learning_rates, smoothed_losses, skip_start=None):
     """Return the learning rate at which the smoothed loss falls fastest.
 
     The rule: take the sweep up to its lowest smoothed loss, compute the slope of the loss
     against `log10(learning_rate)`, and return the learning rate of the most negative slope. This
     lies below the minimum, where training is fast but still stable. When the loss never falls,
     the smallest learning rate is returned. The result always lies inside the swept range.
+
+    The first steps are left out of the choice, because the loss of the first few batches drops
+    steeply at any learning rate (the network leaves its initial outputs), which would make the
+    smallest rates look best. `skip_start` is the number of steps left out; `None` leaves out a
+    tenth of the sweep.
     """
     rates = np.asarray(learning_rates, dtype="float64")
     losses = np.asarray(smoothed_losses, dtype="float64")
@@ -89,7 +94,10 @@ def suggest_learning_rate(learning_rates, smoothed_losses):
     if lowest < 2:
         return float(rates[0])
     slopes = np.gradient(losses[: lowest + 1], np.log10(rates[: lowest + 1]))
-    return float(rates[int(np.argmin(slopes))])
+    skip = len(rates) // 10 if skip_start is None else skip_start
+    if skip >= lowest:
+        skip = 0
+    return float(rates[skip + int(np.argmin(slopes[skip:]))])
 
 
 def _batches(data, batch_size, seed):

@@ -35,6 +35,18 @@ class TestHelpers:
         # Slopes per decade before the minimum (index 4): the steepest is around index 2.
         assert suggest_learning_rate(rates, losses) == pytest.approx(rates[2])
 
+    def test_suggestion_skips_the_first_steps(self):
+        rates = np.geomspace(1e-5, 10.0, 100)
+        # A steep drop in the first 3 batches, then a gentler dip around step 60.
+        losses = np.concatenate([[6.0, 3.0, 2.4], 2.3 - 0.01 * np.arange(57),
+                                 1.73 - 0.02 * np.arange(20), 1.33 + 0.3 * np.arange(20)])
+        lowest = int(np.argmin(losses))
+        slopes = np.gradient(losses[: lowest + 1], np.log10(rates[: lowest + 1]))
+        steepest_after_start = 10 + int(np.argmin(slopes[10:]))
+        assert steepest_after_start > 10
+        assert suggest_learning_rate(rates, losses) == pytest.approx(rates[steepest_after_start])
+        assert suggest_learning_rate(rates, losses, skip_start=0) == pytest.approx(rates[0])
+
     def test_suggestion_when_loss_only_rises(self):
         rates = np.geomspace(1e-3, 1.0, 5)
         assert suggest_learning_rate(rates, [1.0, 2.0, 3.0, 4.0, 5.0]) == rates[0]
