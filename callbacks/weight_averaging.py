@@ -218,6 +218,10 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
             self._save_state()
 
     def on_train_end(self, logs=None):
+        if self._first_epoch and self.params and self.params.get("epochs"):
+            # No epoch ran in this `fit`: a run resumed after its last epoch (killed before it
+            # finished) continues the saved mean, which already covers every epoch.
+            self._load_state(self.params["epochs"])
         if self._average is None:
             warnings.warn(
                 f"StochasticWeightAveraging averaged nothing: training stopped before "

@@ -259,3 +259,21 @@ def test_swa_falls_back_to_previous_state(tmp_path):
     swa.on_epoch_begin(2)
     assert swa.averaged_epochs == [0, 1]
     np.testing.assert_array_equal(swa._average[0], weights[0])
+
+
+def test_swa_resumed_after_last_epoch_applies_saved_mean(tmp_path):
+    rng = np.random.default_rng(2)
+    images = rng.normal(size=(32, 4)).astype("float32")
+    labels = rng.integers(0, 2, 32)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    state = tmp_path / "swa_state.npz"
+    saved = [w.numpy() + 7.0 for w in model.trainable_weights]
+    np.savez(state, averaged_epochs=np.asarray([1, 2]),
+             **{f"weight_{i}": w for i, w in enumerate(saved)})
+    # Every epoch ran before the kill, so the resumed fit trains nothing.
+    swa = StochasticWeightAveraging(start_epoch=1, state_path=state)
+    model.fit(images, labels, epochs=3, initial_epoch=3, verbose=0, callbacks=[swa])
+    assert swa.averaged_epochs == [1, 2]
+    for variable, expected in zip(model.trainable_weights, saved):
+        np.testing.assert_allclose(variable.numpy(), expected)
