@@ -202,6 +202,9 @@ class Whitening(_statistics.AdaptedWeightsMixin, keras.layers.Layer):
         return keras.ops.cast(outputs, dtype)
 
     def compute_output_shape(self, input_shape):
+        # Symbolic calls (a functional model's Input) reach here instead of `call`, so a layer
+        # adapted on another shape is caught while the model is built, not at predict time.
+        self._check_sample_shape(tuple(input_shape[1:]), "inputs")
         if self.method == "zca":
             return tuple(input_shape)
         num_features = math.prod(input_shape[1:])

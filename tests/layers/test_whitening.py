@@ -397,3 +397,10 @@ def test_minmax_names_non_finite_batch(bad, axis):
     images[12, 1, 1, 0] = bad
     with pytest.raises(ValueError, match="1 NaN or infinite values in batch 1"):
         MinMaxScaling(axis=axis).adapt([images[:8], images[8:]])
+
+
+def test_functional_input_of_another_shape_fails_at_build():
+    layer = Whitening(method="zca")
+    layer.adapt(np.random.default_rng(0).normal(size=(50, 6, 6, 3)).astype("float32"))
+    with pytest.raises(ValueError, match=r"built for samples of shape \(6, 6, 3\).*\(5, 5, 3\)"):
+        layer(keras.Input((5, 5, 3)))
