@@ -42,9 +42,13 @@ class GradualUnfreezing(keras.callbacks.Callback):
         train_batch_norm: whether `BatchNormalization` layers train once their group is
             unfrozen. Defaults to `False`.
 
+    A run resumed from a backup (`keras.callbacks.BackupAndRestore`) must call
+    `unfreeze_until(model, epoch)` before `fit`, because the backup's optimizer state only
+    loads into an optimizer built for the same trainable variables.
+
     Attributes:
         unfrozen_at: `{epoch: [layer names]}`, the layers unfrozen at each epoch of the last
-            `fit`.
+            `fit`, including those that `unfreeze_until` unfroze before it.
 
     Example:
 
@@ -70,13 +74,36 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self.train_batch_norm = bool(train_batch_norm)
         self.unfrozen_at = {}
         self._frozen_groups = []
+        self._unfrozen_before_fit = {}
 
     def on_train_begin(self, logs=None):
-        self.unfrozen_at = {}
+        self.unfrozen_at, self._unfrozen_before_fit = self._unfrozen_before_fit, {}
+        self._list_frozen_groups()
+
+    def _list_frozen_groups(self):
         self._frozen_groups = [
             names for names in layer_group_names(self.model)
             if not any(self.model.get_layer(name).trainable for name in names)
         ]
+
+    def unfreeze_until(self, model, epoch):
+        """Unfreeze the groups that an uninterrupted run unfreezes before epoch `epoch`.
+
+        Call it before resuming at `epoch` (0-based, the number of finished epochs). The
+        model then has the trainable layers and optimizer variables that the uninterrupted
+        run has at the end of epoch `epoch - 1`, so a backup of that epoch restores its
+        optimizer state. The next `fit` applies the rest of the schedule from `epoch` on.
+
+        Args:
+            model: the compiled model, with its groups frozen as at the start of training.
+            epoch: the epoch that training resumes at.
+        """
+        self.set_model(model)
+        self._list_frozen_groups()
+        self.unfrozen_at = {}
+        for past_epoch in range(1, epoch):
+            self.on_epoch_begin(past_epoch)
+        self._unfrozen_before_fit = dict(self.unfrozen_at)
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 0 or epoch % self.unfreeze_every or not self._frozen_groups:

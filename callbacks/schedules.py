@@ -151,8 +151,10 @@ def check_schedule(name, options):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{key} must be a number. Received: {key}={value!r}.")
             if not 0.0 <= value < 1.0 or (key != "alpha" and value == 0):
+                rule = ">= 0 and < 1" if key == "alpha" else "> 0 and < 1"
                 raise ValueError(
-                    f"{key} must be between 0 and 1. Received: {key}={value!r}."
+                    f"The {name!r} schedule's option {key} must be {rule}. "
+                    f"Received: lr_schedule_options={options!r}."
                 )
         elif key == "warmup_epochs":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

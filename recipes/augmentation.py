@@ -173,6 +173,35 @@ def augmentation_layers(recipe, input_shape):
     ]
 
 
+def check_augmentation_fits(recipe, input_shape):
+    """Raise `RecipeError` unless every augmentation runs on images of `input_shape` (H, W, C)
+    and returns images of the same shape.
+
+    Each layer runs once on one blank image, so a crop or padding that does not fit the data set
+    is reported before any training. Layers that must be adapted first (`fancy_pca`) are checked
+    when they are adapted.
+    """
+    shape = tuple(int(size) for size in input_shape)
+    for layer, entry in zip(augmentation_layers(recipe, shape), recipe.augmentation):
+        name = parse_augmentation(entry)[0]
+        if hasattr(layer, "adapt"):
+            continue
+        try:
+            output = layer(np.zeros((1, *shape), dtype="float32"), training=True)
+        except (TypeError, ValueError) as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise RecipeError(
+                f"Augmentation {name!r} does not fit the images of shape {shape}: {first_line}"
+            ) from None
+        if tuple(output.shape[1:]) != shape:
+            raise RecipeError(
+                f"Augmentation {name!r} turns images of shape {shape} into "
+                f"{tuple(output.shape[1:])}; augmentations in the input pipeline must keep the "
+                f"image size. Set its height and width to {shape[0]} and {shape[1]}, or leave "
+                f"them out."
+            )
+
+
 def preprocessing_layers(recipe, input_shape):
     """Create the recipe's pre-processing layers, not yet adapted.
 

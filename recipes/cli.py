@@ -87,6 +87,9 @@ def build_parser():
     run_parser.add_argument("recipe", metavar="RECIPE",
                             help="a recipe name (see 'kerastricks list') or a .json/.yaml recipe file")
     add_run_arguments(run_parser)
+    run_parser.add_argument("--quick", action="store_true",
+                            help="for an experiment: its quick size (a few minutes on two CPU "
+                                 "cores) instead of the full size")
     add_distribute_arguments(run_parser)
     run_parser.set_defaults(handler=_run)
 
@@ -114,6 +117,14 @@ def build_parser():
     add_ensemble_arguments(ensemble_parser, positive_int)
     add_run_arguments(ensemble_parser)
     ensemble_parser.set_defaults(handler=run_ensemble)
+
+    from kerastricks.recipes.report import add_report_arguments, run_report_command
+
+    report_parser = commands.add_parser(
+        "report", help="write the Markdown report of the finished experiments (or run them first)"
+    )
+    add_report_arguments(report_parser)
+    report_parser.set_defaults(handler=run_report_command)
     return parser
 
 
@@ -146,11 +157,14 @@ def run_module(recipe_name, argv):
 def _list(args, parser):
     from kerastricks.recipes.data import available_datasets, fashion_mnist_folders
     from kerastricks.recipes.idx import find_idx_file
-    from kerastricks.recipes.registry import RECIPES
+    from kerastricks.recipes.registry import EXPERIMENTS, RECIPES
 
     print("Recipes:")
     for name, (_, description) in sorted(RECIPES.items()):
-        print(f"  {name:<16} {description}")
+        print(f"  {name:<22} {description}")
+    print("Experiments (kerastricks run NAME [--quick]; kerastricks report):")
+    for name, (_, description) in EXPERIMENTS.items():
+        print(f"  {name:<22} {description}")
     fashion = next((folder for folder in fashion_mnist_folders()
                     if find_idx_file(folder, "train-images-idx3-ubyte")), None)
     notes = {
@@ -164,7 +178,7 @@ def _list(args, parser):
     }
     print("Data sets:")
     for name in available_datasets():
-        print(f"  {name:<16} {notes[name]}")
+        print(f"  {name:<22} {notes[name]}")
     return 0
 
 
@@ -181,12 +195,18 @@ def resolve_recipe(args, parser):
     flags = {"dataset": args.dataset, "epochs": args.epochs, "subset": args.subset,
              "batch_size": args.batch_size, "seed": args.seed}
     flags = {key: value for key, value in flags.items() if value is not None}
+    if getattr(args, "no_diagnostics", False):
+        flags["diagnostics"] = False
     set_keys = {item.partition("=")[0].strip() for item in args.overrides}
     for key in sorted(set_keys & set(flags)):
-        parser.error(f"--{key.replace('_', '-')} and --set {key}=... both set {key}; use one of them")
-    recipe = recipe.replace(**flags).with_overrides(args.overrides)
-    if getattr(args, "no_diagnostics", False):
-        recipe = recipe.replace(diagnostics=False)
+        flag = "--no-diagnostics" if key == "diagnostics" else f"--{key.replace('_', '-')}"
+        parser.error(f"{flag} and --set {key}=... both set {key}; use one of them")
+    # One validation of all changes together, because a field may only be valid with another
+    # (discriminative_lr needs diagnostics off, snapshots must divide epochs).
+    recipe = recipe.with_overrides(args.overrides, changes=flags)
+    if recipe.finetune_from is not None:
+        # The run's recipe.json stores the absolute path, so it reruns from any folder.
+        recipe = recipe.replace(finetune_from=str(Path(recipe.finetune_from).absolute()))
     return recipe
 
 
@@ -197,6 +217,13 @@ def _run(args, parser):
     from kerastricks.recipes.run_state import TrainingFailed
     from kerastricks.recipes.training import check_writable
 
+    from kerastricks.recipes.registry import is_experiment
+
+    if is_experiment(args.recipe) and not Path(args.recipe).is_file():
+        return _run_experiment(args, parser)
+    if args.quick:
+        parser.error(f"--quick applies to experiments; {args.recipe!r} is a recipe (see "
+                     f"'kerastricks list')")
     if args.resume and args.overwrite:
         parser.error("--resume and --overwrite contradict each other; use one of them")
     # Before any other TensorFlow operation: the strategy may split the CPU into devices.
@@ -211,14 +238,24 @@ def _run(args, parser):
               f"{error.strerror or error}. Choose a writable folder.", file=sys.stderr)
         return EXIT_USAGE
 
+    from kerastricks.recipes.augmentation import check_augmentation_fits
     from kerastricks.recipes.data import load_dataset
+    from kerastricks.recipes.finetune import check_finetune_data
+    from kerastricks.recipes.imbalance import check_imbalance_data
     from kerastricks.recipes.training import train
 
     data = load_dataset(recipe.dataset, subset=recipe.subset, validation_split=recipe.validation_split,
                         batch_size=recipe.batch_size, seed=recipe.seed)
+    # The fields that need the data are checked before the start line and the run folder, and
+    # the line counts the images after the imbalance cut and the minority crops.
+    train_images, validation_images = check_imbalance_data(recipe, data)
+    finetune_strategy = check_finetune_data(recipe, data, train_images)
+    check_augmentation_fits(recipe, data.input_shape)
     run_dir = _choose_run_dir(args, recipe)
-    print(f"Training {recipe.name} on {data.name}: {len(data.y_train)} training, "
-          f"{len(data.y_validation)} validation, {len(data.y_test)} test images, "
+    finetuning = (f" (fine-tuning {recipe.finetune_from}, strategy {finetune_strategy})"
+                  if finetune_strategy else "")
+    print(f"Training {recipe.name} on {data.name}{finetuning}: {train_images} training, "
+          f"{validation_images} validation, {len(data.y_test)} test images, "
           f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''}.")
     if strategy.num_replicas_in_sync > 1:
         print(f"Distributed ({args.distribute}): {strategy.num_replicas_in_sync} replicas, global "
@@ -235,6 +272,44 @@ def _run(args, parser):
               f"--run-dir {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     _print_summary(recipe, metrics, run_dir, args.run_dir or args.logdir)
+    return 0
+
+
+def _run_experiment(args, parser):
+    """Run a registered experiment: train its variants, print its table and verdict."""
+    from kerastricks.recipes.experiments import format_table, run_experiment
+    from kerastricks.recipes.registry import get_experiment
+
+    for flag, given in (("--run-dir", args.run_dir), ("--resume", args.resume),
+                        ("--distribute", args.distribute != "none")):
+        if given:
+            parser.error(f"{flag} applies to single recipes, not to the experiment "
+                         f"{args.recipe!r}; an experiment reuses or resumes its own run folders")
+    experiment = get_experiment(args.recipe)
+    flags = {"dataset": args.dataset, "epochs": args.epochs, "subset": args.subset,
+             "batch_size": args.batch_size, "seed": args.seed}
+    changes = {key: value for key, value in flags.items() if value is not None}
+    if args.overrides:
+        base = experiment.recipe.with_overrides(args.overrides).to_dict()
+        original = experiment.recipe.to_dict()
+        changes.update({key: value for key, value in base.items() if value != original[key]})
+    size = "quick" if args.quick else "full"
+    from kerastricks.recipes.training import check_writable
+
+    try:
+        check_writable(args.logdir)
+    except OSError as error:
+        print(f"kerastricks: error: cannot write to {args.logdir}: {error.strerror or error}. "
+              f"Choose a writable folder.", file=sys.stderr)
+        return EXIT_USAGE
+    summary = run_experiment(experiment, size, args.logdir, changes, overwrite=args.overwrite,
+                             verbose=0 if args.quiet else 2)
+    print()
+    print(f"{summary['title']} ({summary['dataset']}, {size} size)")
+    print(format_table(summary["columns"], summary["rows"]))
+    print(f"Verdict: {summary['verdict']['status']}. {summary['verdict']['text']}")
+    print(f"Experiment folder: {Path(args.logdir) / experiment.name}")
+    print(f"Report: kerastricks report --logdir {args.logdir}")
     return 0
 
 

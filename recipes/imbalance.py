@@ -10,7 +10,8 @@ here are the ones the survey lists, plus loss weighting:
   target class distribution.
 - `minority_crops`: extra random crops taken only from images of the small classes.
 - two-stage training: `sampled_pipeline` with one class set per stage, first the classes with
-  many images, then those with few.
+  many images, then those with few, optionally with a share of the large classes replayed in
+  stage two. Both stages belong to one `fit`, so stage two continues from stage one's model.
 - `make_imbalanced`: an imbalanced version of a data set, for recipes and tests.
 
 `prepare_imbalanced_data` and `fit_class_weight` apply a recipe's options to a `DataSplits`.
@@ -88,8 +89,11 @@ def _class_counts(labels, num_classes):
     return counts
 
 
-def class_index(key, class_names, argument):
-    """Return the index of a class given by name or index, or raise `ValueError` naming it."""
+def class_index(key, class_names, argument, received=None):
+    """Return the index of a class given by name or index, or raise `ValueError` naming it.
+
+    `received`, the whole mapping that `key` comes from, is shown in the message.
+    """
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         if 0 <= key < len(class_names):
             return int(key)
@@ -97,9 +101,10 @@ def class_index(key, class_names, argument):
         return list(class_names).index(key)
     elif isinstance(key, str) and key.isdigit() and int(key) < len(class_names):
         return int(key)
+    received_text = f" Received: {argument}={received!r}." if received is not None else ""
     raise ValueError(
         f"{argument} names an unknown class {key!r}. Use a class name from {list(class_names)} "
-        f"or an index from 0 to {len(class_names) - 1}."
+        f"or an index from 0 to {len(class_names) - 1}.{received_text}"
     )
 
 
@@ -122,17 +127,19 @@ def resolve_class_weight(class_weight, labels, class_names, beta=0.999):
             raise ValueError(
                 f"class_weight values must be numbers >= 0. Received: {key!r}: {weight!r}."
             )
-        weights[class_index(key, class_names, "class_weight")] = float(weight)
+        weights[class_index(key, class_names, "class_weight", class_weight)] = float(weight)
     return weights
 
 
-def target_distribution(distribution, class_names):
+def target_distribution(distribution, class_names, argument="distribution"):
     """Return a target class distribution as a probability vector, one entry per class.
 
     Args:
         distribution: `"balanced"` (every class equally often), or a mapping of class names or
             indices to probabilities that sum to 1; classes it leaves out get probability 0.
         class_names: the data set's class names.
+        argument: the name that error messages give `distribution`, such as the recipe field
+            `sampling`. Defaults to `"distribution"`.
 
     Raises:
         ValueError: the mapping names an unknown class, has a negative value, or does not sum
@@ -143,23 +150,31 @@ def target_distribution(distribution, class_names):
         return np.full(num_classes, 1.0 / num_classes)
     if not isinstance(distribution, dict):
         raise ValueError(
-            f"A target class distribution must be 'balanced' or a mapping of classes to "
-            f"probabilities. Received: {distribution!r}."
+            f"{argument} must be 'balanced' or a mapping of classes to probabilities. "
+            f"Received: {argument}={distribution!r}."
         )
+    _check_probabilities(distribution, argument)
     probabilities = np.zeros(num_classes)
     for key, value in distribution.items():
+        probabilities[class_index(key, class_names, argument, distribution)] = value
+    return probabilities
+
+
+def _check_probabilities(distribution, argument):
+    """Raise `ValueError` unless the mapping's values are probabilities that sum to 1."""
+    for value in distribution.values():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(
-                f"Class probabilities must be numbers >= 0. Received: {key!r}: {value!r}."
+                f"{argument} values must be probabilities >= 0. Received: "
+                f"{argument}={distribution!r}."
             )
-        probabilities[class_index(key, class_names, "The target class distribution")] = value
-    total = probabilities.sum()
+    total = float(sum(distribution.values()))
     if abs(total - 1.0) > 1e-6:
         raise ValueError(
-            f"The target class distribution must sum to 1. Received: {distribution!r}, which "
-            f"sums to {total:.6g}. Divide each value by the sum."
+            f"The probabilities of the target class distribution {argument} must sum to 1, "
+            f"but they sum to {total:.6g}. Divide each value by the sum. "
+            f"Received: {argument}={distribution!r}."
         )
-    return probabilities
 
 
 def class_balanced_sampler(dataset, distribution, *, seed=None, shuffle_buffer=1024):
@@ -183,7 +198,18 @@ def class_balanced_sampler(dataset, distribution, *, seed=None, shuffle_buffer=1
 
     Returns:
         An infinite, unbatched `tf.data.Dataset` of `(image, label)` pairs.
+
+    Raises:
+        TypeError: `distribution` is a string such as `"balanced"` or a mapping.
+        ValueError: `distribution` is not a vector of probabilities that sums to 1.
     """
+    if isinstance(distribution, (str, dict)):
+        raise TypeError(
+            f"distribution must be a probability vector with one entry per class. Turn "
+            f"'balanced' or a mapping of classes into one with "
+            f"target_distribution(distribution, class_names). Received: "
+            f"distribution={distribution!r}."
+        )
     distribution = np.asarray(distribution, dtype="float64")
     if distribution.ndim != 1 or np.any(distribution < 0) or abs(distribution.sum() - 1) > 1e-6:
         raise ValueError(
@@ -363,7 +389,64 @@ def make_imbalanced(images, labels, ratios, *, seed=0):
 
 def imbalance_ratios(imbalance, class_names):
     """Turn a recipe's `imbalance` mapping (class names or indices) into `{index: ratio}`."""
-    return {class_index(key, class_names, "imbalance"): value for key, value in imbalance.items()}
+    return {class_index(key, class_names, "imbalance", imbalance): value
+            for key, value in imbalance.items()}
+
+
+def check_imbalance_data(recipe, data):
+    """Check a recipe's class fields against `data` and count the images the run trains on.
+
+    This is the cheap part of `prepare_imbalanced_data` (labels only, no crops, no pipeline),
+    so the command line can reject a class the data set lacks, or a `minority_threshold`
+    that selects no class, before training starts.
+
+    Returns:
+        `(training images, validation images)` after the `imbalance` cut, the minority crops
+        included.
+
+    Raises:
+        RecipeError: a field names a class the data set lacks, or `minority_threshold` selects
+            no class or every class.
+    """
+    try:
+        resolve_class_weight(recipe.class_weight, data.y_train, data.class_names,
+                             beta=recipe.class_weight_beta)
+        if isinstance(recipe.sampling, dict):
+            target_distribution(recipe.sampling, data.class_names, "sampling")
+        y_train, y_validation = data.y_train, data.y_validation
+        if recipe.imbalance:
+            ratios = imbalance_ratios(recipe.imbalance, data.class_names)
+            # The same seeds as `_prepare_imbalanced_data`, so the same images are kept.
+            _, y_train = make_imbalanced(y_train, y_train, ratios, seed=recipe.seed)
+            _, y_validation = make_imbalanced(y_validation, y_validation, ratios,
+                                              seed=recipe.seed + 1)
+        crops = 0
+        if recipe.minority_crops or recipe.two_stage_epochs:
+            small = _minority_classes_of_recipe(recipe, y_train, data.num_classes)
+            if recipe.minority_crops:
+                crops = int(np.isin(y_train, small).sum()) * recipe.minority_crops
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
+    return len(y_train) + crops, len(y_validation)
+
+
+def _minority_classes_of_recipe(recipe, labels, num_classes):
+    """`minority_classes`, with a message that names the recipe fields that need them."""
+    try:
+        return minority_classes(labels, num_classes, recipe.minority_threshold)
+    except ValueError:
+        counts = np.bincount(np.asarray(labels).astype("int64"), minlength=num_classes)
+        users = " and ".join(
+            name for name in ("minority_crops", "two_stage_epochs") if getattr(recipe, name))
+        # minority_threshold is at most 1, so the largest class is never selected and the
+        # only failure is an empty selection.
+        raise ValueError(
+            f"minority_threshold selects no class for {users}: a minority class has fewer "
+            f"than minority_threshold x the images of the largest class, and the training "
+            f"class counts are {counts.tolist()}. Set minority_threshold above the smallest "
+            f"count ratio ({counts.min() / counts.max():.3g}), or cut classes with imbalance. "
+            f"Received: minority_threshold={recipe.minority_threshold!r}."
+        ) from None
 
 
 def prepare_imbalanced_data(recipe, data):
@@ -400,7 +483,7 @@ def _prepare_imbalanced_data(recipe, data):
             validation=data_module._pipeline(x_validation, y_validation, data.batch_size),
         )
     if recipe.minority_crops:
-        small = minority_classes(y_train, data.num_classes, recipe.minority_threshold)
+        small = _minority_classes_of_recipe(recipe, y_train, data.num_classes)
         crops, crop_labels = minority_crops(
             x_train, y_train, small, recipe.minority_crops,
             crop_size=recipe.minority_crop_size, seed=recipe.seed)
@@ -419,12 +502,12 @@ def _training_pipeline(recipe, data, x_train, y_train):
         return data_module._shuffled_pipeline(x_train, y_train, data.batch_size, recipe.seed)
     counts = np.bincount(y_train, minlength=data.num_classes).astype("float64")
     if recipe.sampling:
-        base = target_distribution(recipe.sampling, data.class_names)
+        base = target_distribution(recipe.sampling, data.class_names, "sampling")
     else:
         base = counts / counts.sum()
     if not recipe.two_stage_epochs:
         return sampled_pipeline(x_train, y_train, data.batch_size, recipe.seed, [base])
-    small = minority_classes(y_train, data.num_classes, recipe.minority_threshold)
+    small = _minority_classes_of_recipe(recipe, y_train, data.num_classes)
     stages = []
     for in_stage in (~np.isin(np.arange(data.num_classes), small), np.isin(
             np.arange(data.num_classes), small)):
@@ -435,6 +518,10 @@ def _training_pipeline(recipe, data, x_train, y_train):
                 f"Received: sampling={recipe.sampling!r}, minority classes {small}."
             )
         stages.append(share / share.sum())
+    # Replay: stage two keeps drawing the large classes, at their stage-one proportions, so
+    # the classifier keeps seeing them and does not forget them.
+    replay = recipe.two_stage_replay
+    stages[1] = (1.0 - replay) * stages[1] + replay * stages[0]
     boundary = recipe.epochs - recipe.two_stage_epochs
     return sampled_pipeline(x_train, y_train, data.batch_size, recipe.seed, stages, [boundary])
 
@@ -466,9 +553,8 @@ def check_imbalance_fields(recipe):
             f"Received: sampling={recipe.sampling!r}."
         )
     if isinstance(recipe.sampling, dict):
-        # Checked against placeholder names here; the real names are checked at training.
-        keys = list(recipe.sampling)
-        target_distribution(dict(zip(range(len(keys)), recipe.sampling.values())), keys)
+        # The class names are checked against the data set once it is loaded.
+        _check_probabilities(recipe.sampling, "sampling")
     for key, ratio in recipe.imbalance.items():
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
             raise ValueError(
@@ -478,6 +564,17 @@ def check_imbalance_fields(recipe):
         raise ValueError(
             f"two_stage_epochs must be smaller than epochs, or stage one has no epochs. "
             f"Received: two_stage_epochs={recipe.two_stage_epochs}, epochs={recipe.epochs}."
+        )
+    if recipe.two_stage_replay >= 1.0:
+        raise ValueError(
+            f"two_stage_replay must be < 1, or stage two has no minority-class images. "
+            f"Received: two_stage_replay={recipe.two_stage_replay!r}."
+        )
+    if recipe.two_stage_replay and not recipe.two_stage_epochs:
+        raise ValueError(
+            f"two_stage_replay applies to stage two of two-stage training, so it needs "
+            f"two_stage_epochs > 0. Received: two_stage_replay={recipe.two_stage_replay!r}, "
+            f"two_stage_epochs=0."
         )
 
 

@@ -22,6 +22,7 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
+from kerastricks.recipes.imbalance import fit_class_weight, prepare_imbalanced_data
 from kerastricks.recipes.run_state import ShuffleEpoch
 from kerastricks.recipes.search_space import SearchError
 from kerastricks.recipes.training import build_callbacks, prepare_training, train
@@ -100,9 +101,11 @@ class RecipeHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         recipe = self.recipe(hp)
         keras.utils.set_random_seed(recipe.seed)
-        # The same steps as `kerastricks run`: build, compile, adapt the pre-processing, and
-        # put the augmentation into the training pipeline that `fit` then uses.
-        model, self._train_data = prepare_training(recipe, self.data)
+        # The same steps as `kerastricks run`: apply the class-imbalance options to the data,
+        # build, compile, adapt the pre-processing, and put the augmentation into the
+        # training pipeline that `fit` then uses.
+        self._trial_data = prepare_imbalanced_data(recipe, self.data)
+        model, self._train_data = prepare_training(recipe, self._trial_data)
         return model
 
     def fit(self, hp, model, *args, **kwargs):
@@ -110,16 +113,18 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         callbacks = list(kwargs.pop("callbacks", []))
         run_dir = next((c.log_dir for c in callbacks if isinstance(c, keras.callbacks.TensorBoard)), None)
         callbacks.append(ObjectiveCheck(self.objective))
-        if getattr(self.data, "shuffle_epoch", None) is not None:
-            callbacks.append(ShuffleEpoch(self.data.shuffle_epoch))
+        data = self._trial_data
+        if getattr(data, "shuffle_epoch", None) is not None:
+            callbacks.append(ShuffleEpoch(data.shuffle_epoch))
         if run_dir is not None:
-            callbacks.extend(build_callbacks(recipe, self.data, Path(run_dir)))
+            callbacks.extend(build_callbacks(recipe, data, Path(run_dir)))
 
         start = time.perf_counter()
         history = model.fit(
-            self._train_data, validation_data=self.data.validation, callbacks=callbacks,
+            self._train_data, validation_data=data.validation, callbacks=callbacks,
             verbose=self.verbose, shuffle=False,  # the pipeline shuffles itself
             epochs=kwargs.pop("epochs", recipe.epochs), initial_epoch=kwargs.pop("initial_epoch", 0),
+            class_weight=fit_class_weight(recipe, data),
         )
         self.fit_seconds.append(time.perf_counter() - start)
         return history

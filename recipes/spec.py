@@ -121,6 +121,33 @@ class Recipe:
         two_stage_epochs: two-stage training: the first `epochs - two_stage_epochs` epochs
             train only on the classes with many images, the last `two_stage_epochs` only on
             the minority classes. 0 disables it.
+        two_stage_replay: the share of each stage-two batch drawn from the classes with many
+            images (at their stage-one shares), in [0, 1), so that stage two does not forget
+            them; `0.5` draws as many of their images as of the minority classes. 0 keeps stage
+            two on the minority classes only.
+        finetune_from: the pre-trained model to fine-tune instead of building a new one, as
+            the path of a `.keras` file or of a run folder that contains `model.keras`. The
+            architecture fields (`width` to `initializer`, `preprocessing`, `lsuv`) do not
+            apply; the base model keeps its own layers. `None` trains a new model. See
+            `kerastricks.recipes.finetune.build_finetune_model`.
+        finetune_strategy: `auto`, `similar_small`, `similar_large`, `different_small` or
+            `different_large`; `different_large` trains at `learning_rate` times 0.1.
+        finetune_similar: for `auto`, whether the new images resemble the pre-training ones.
+        finetune_feature_layer: the base model layer whose output feeds the new classifier;
+            `None` picks one by the strategy.
+        finetune_trainable_groups: for `similar_large`, the number of layer groups that
+            train, counted from the top.
+        finetune_batch_norm: whether the `BatchNormalization` layers of the groups that train
+            (or that gradual unfreezing opens) also train and update their statistics.
+        gradual_unfreezing: unfreeze one frozen layer group of the base model, from the top,
+            every this many epochs (`kerastricks.callbacks.GradualUnfreezing`); 0 disables it.
+        discriminative_lr: the factor between the learning rates of two neighbouring layer
+            groups, in (0, 1]: the top group trains at `learning_rate`, the group below at
+            `learning_rate * discriminative_lr`, and so on. `None` disables it.
+        evaluate_train: whether to evaluate the final model on the whole training split too
+            (in inference mode, without augmentation), adding `train_accuracy` and
+            `train_loss` to the metrics, for the train/test gap. It costs one more pass over
+            the training images.
     """
 
     name: str = "baseline"
@@ -169,6 +196,16 @@ class Recipe:
     minority_crops: int = 0
     minority_crop_size: float = 0.8
     two_stage_epochs: int = 0
+    two_stage_replay: float = 0.0
+    finetune_from: typing.Optional[str] = None
+    finetune_strategy: str = "auto"
+    finetune_similar: bool = True
+    finetune_feature_layer: typing.Optional[str] = None
+    finetune_trainable_groups: int = 1
+    finetune_batch_norm: bool = False
+    gradual_unfreezing: int = 0
+    discriminative_lr: typing.Optional[float] = None
+    evaluate_train: bool = False
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -229,13 +266,15 @@ class Recipe:
         """Return a copy with some fields changed, validated like a new recipe."""
         return self.from_dict({**self.to_dict(), **changes})
 
-    def with_overrides(self, assignments):
+    def with_overrides(self, assignments, changes=None):
         """Return a copy with `key=value` strings applied, as given to `--set`.
 
         Each value is parsed as a YAML scalar or flow collection (`0.1`, `true`, `[flip, crop]`,
-        `{negative_slope: 0.2}`), then checked against the field's type.
+        `{negative_slope: 0.2}`), then checked against the field's type. `changes`, a mapping
+        of field values, is applied together with the assignments, and the recipe is validated
+        once with all of them.
         """
-        changes = {}
+        changes = dict(changes or {})
         types = {field.name: field.type for field in dataclasses.fields(self)}
         known = set(types)
         for assignment in assignments:
@@ -330,6 +369,10 @@ _RANGES = {
     "minority_crops": (0, None, True),
     "minority_crop_size": (0.0, 1.0, False),
     "two_stage_epochs": (0, None, True),
+    "two_stage_replay": (0.0, 1.0, True),
+    "finetune_trainable_groups": (1, None, True),
+    "gradual_unfreezing": (0, None, True),
+    "discriminative_lr": (0.0, 1.0, False),
 }
 
 
@@ -348,6 +391,7 @@ def _check_ranges(recipe):
         raise RecipeError(f"Recipe field 'dropout' must be < 1. Received: {recipe.dropout!r}.")
     _check_averaging(recipe)
     _check_schedule_and_imbalance(recipe)
+    _check_finetune(recipe)
     from kerastricks.recipes.augmentation import check_augmentation, check_preprocessing
 
     check_augmentation(recipe.augmentation, recipe.dataset)
@@ -411,6 +455,16 @@ def _check_averaging(recipe):
             f"is written per epoch. Received: keep_checkpoints={recipe.keep_checkpoints}, "
             f"epochs={recipe.epochs}."
         )
+
+
+def _check_finetune(recipe):
+    """Check the fine-tuning fields, against each other and the fields they exclude."""
+    from kerastricks.recipes.finetune import check_finetune_fields
+
+    try:
+        check_finetune_fields(recipe)
+    except ValueError as error:
+        raise RecipeError(str(error)) from None
 
 
 def _check_schedule_and_imbalance(recipe):

@@ -20,8 +20,13 @@ from kerastricks.callbacks import (
     plateau_callback,
 )
 from kerastricks.layers import apply_lsuv
-from kerastricks.recipes.augmentation import adapt_preprocessing, augment_dataset
+from kerastricks.recipes.augmentation import (
+    adapt_preprocessing, augment_dataset, check_augmentation_fits,
+)
 from kerastricks.recipes.distribute import configure_replicas, recipe_for_strategy
+from kerastricks.recipes.finetune import (
+    build_recipe_finetune_model, finetune_callbacks, recipe_strategy, resume_gradual_unfreezing,
+)
 from kerastricks.recipes.imbalance import fit_class_weight, prepare_imbalanced_data
 from kerastricks.recipes.models import build_model, build_optimizer
 from kerastricks.recipes.run_state import (
@@ -66,6 +71,7 @@ def build_callbacks(recipe, data, run_dir):
     callbacks += weight_averaging_callbacks(recipe, data, run_dir)
     if recipe.lr_schedule == "plateau":
         callbacks.append(plateau_callback(**recipe.lr_schedule_options))
+    callbacks += finetune_callbacks(recipe)
     # Balanced accuracy, macro F1 and recall per class in TensorBoard's validation run.
     callbacks.append(ClassMetrics(
         (data.x_validation, data.y_validation), data.class_names, log_dir=run_dir))
@@ -115,9 +121,21 @@ def prepare_training(recipe, data):
     """Build, compile and adapt the recipe's model; return it with the training pipeline.
 
     `train` and the keras-tuner search both start a model here, so a trial trains exactly as a
-    `run` of the same recipe would.
+    `run` of the same recipe would. A recipe with `finetune_from` gets a pre-trained model with
+    a new classifier instead (see `build_recipe_finetune_model`), whose pre-processing layers
+    keep their pre-trained statistics.
+
+    Raises:
+        RecipeError: the `finetune_from` model is missing or does not fit the data.
     """
     steps_per_epoch = -(-len(data.y_train) // data.batch_size)
+    if recipe.finetune_from is not None:
+        try:
+            model, _ = build_recipe_finetune_model(recipe, data, steps_per_epoch)
+        except ValueError as error:
+            raise RecipeError(str(error)) from None
+        configure_replicas(model)
+        return model, augment_dataset(data.train, recipe, data.x_train)
     model = compile_model(
         recipe, build_model(recipe, data.input_shape, data.num_classes), steps_per_epoch)
     configure_replicas(model)
@@ -165,6 +183,8 @@ def train(recipe, data, run_dir, verbose=1, deterministic=False, strategy=None):
     run_dir = Path(run_dir)
     check_writable(run_dir)
     check_resumable(run_dir, recipe)
+    # Checked before the run folder records anything, so a misfit leaves no failed run behind.
+    check_augmentation_fits(recipe, data.input_shape)
     recipe.save(run_dir / "recipe.json")
     write_status(run_dir, RUNNING)
     try:
@@ -230,20 +250,28 @@ def _fit_in_scope(recipe, data, run_dir, verbose):
 
     history = EpochHistory(run_dir / "history.json")
     loss_guard = StopOnNonFiniteLoss()
-    # The backup callback comes before the others (but SWA, see below), so the weights and epoch
-    # are restored before they start, and the shuffling order follows the restored epoch number.
     interrupt_guard = StopOnInterrupt()
+    backup = AtomicBackupAndRestore(str(run_dir / "backup"))
+    extra = build_callbacks(recipe, data, run_dir)
+    averaging = [callback for callback in extra if isinstance(callback, StochasticWeightAveraging)]
+    class_metrics_callbacks = [callback for callback in extra if isinstance(callback, ClassMetrics)]
+    # At the end of an epoch, the callbacks before the backup save their state first. A kill
+    # between their save and the backup's leaves them one epoch ahead, and the resumed run
+    # repeats that epoch: SWA keeps its previous mean too, and EpochHistory replaces the entry.
+    # ClassMetrics adds val_balanced_accuracy and val_macro_f1 to the logs, so it comes before
+    # the history. It writes them to TensorBoard itself, so it comes after Keras's TensorBoard
+    # callback, which would write them again. None of these needs the restored weights in
+    # on_train_begin.
     callbacks = [
-        AtomicBackupAndRestore(str(run_dir / "backup")), loss_guard, history, interrupt_guard,
+        *averaging, keras.callbacks.TensorBoard(log_dir=str(run_dir)), *class_metrics_callbacks,
+        history, backup, loss_guard, interrupt_guard,
     ]
     if data.shuffle_epoch is not None:
         callbacks.append(ShuffleEpoch(data.shuffle_epoch))
-    callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir)))
-    extra = build_callbacks(recipe, data, run_dir)
-    # SWA saves its running mean before the backup is written, so a kill between the two saves
-    # leaves a mean that matches one of the backups (the callback keeps the previous mean too).
-    averaging = [callback for callback in extra if isinstance(callback, StochasticWeightAveraging)]
-    callbacks = averaging + callbacks + [c for c in extra if c not in averaging]
+    # The other callbacks come after the backup, so the weights and the epoch are restored
+    # before they start.
+    callbacks += [c for c in extra if c not in averaging and c not in class_metrics_callbacks]
+    resume_gradual_unfreezing(extra, model, backup._training_metadata_path)
 
     start = time.perf_counter()
     try:
@@ -260,6 +288,11 @@ def _fit_in_scope(recipe, data, run_dir, verbose):
         raise TrainingFailed(loss_guard.message())
 
     test_loss, test_accuracy = model.evaluate(data.test, verbose=0)
+    train_metrics = {}
+    if recipe.evaluate_train:
+        train_loss, train_accuracy = model.evaluate(
+            data.x_train, data.y_train, batch_size=data.batch_size, verbose=0)
+        train_metrics = {"train_accuracy": float(train_accuracy), "train_loss": float(train_loss)}
     probabilities = model.predict(data.test, verbose=0)
     model.save(run_dir / "model.keras")
     diagnosis = next((c for c in callbacks if isinstance(c, RunDiagnosis)), None)
@@ -268,6 +301,7 @@ def _fit_in_scope(recipe, data, run_dir, verbose):
     return {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
+        **train_metrics,
         "train_seconds": round(train_seconds, 3),
         "epochs": len(history.epochs),
         "per_class_accuracy": per_class_accuracy(data.y_test, probabilities, data.class_names),
@@ -276,6 +310,8 @@ def _fit_in_scope(recipe, data, run_dir, verbose):
         **test_class_metrics,
         "history": history.as_history(),
         "dataset": data.name,
+        # The strategy `auto` chose, or the recipe's own; None without finetune_from.
+        "finetune_strategy_used": recipe_strategy(recipe, len(data.y_train)),
         "train_images": int(len(data.y_train)),
         "validation_images": int(len(data.y_validation)),
         "test_images": int(len(data.y_test)),

@@ -117,3 +117,46 @@ def test_config_round_trip():
 def test_bad_unfreeze_every(value):
     with pytest.raises(ValueError, match="unfreeze_every must be a positive integer"):
         GradualUnfreezing(unfreeze_every=value)
+
+
+def test_backup_resume_equals_uninterrupted(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 8, 8, 1)).astype("float32") * 4 + 2, rng.integers(0, 3, 64)
+
+    def run(epochs, backup_dir, resume=False):
+        keras.utils.set_random_seed(1)
+        model = frozen_model()
+        unfreezing = GradualUnfreezing(1)
+        if resume:
+            # Two epochs finished before the interruption.
+            unfreezing.unfreeze_until(model, 2)
+        backup = keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False)
+        model.fit(x, y, epochs=epochs, batch_size=16, verbose=0, shuffle=False,
+                  callbacks=[backup, unfreezing])
+        return model, unfreezing
+
+    reference, _ = run(4, tmp_path / "reference")
+    run(2, tmp_path / "resumed")
+    resumed, unfreezing = run(4, tmp_path / "resumed", resume=True)
+
+    for expected, value in zip(reference.weights, resumed.weights):
+        np.testing.assert_array_equal(value.numpy(), expected.numpy())
+    for expected, value in zip(reference.optimizer.variables, resumed.optimizer.variables):
+        np.testing.assert_array_equal(value.numpy(), expected.numpy())
+    # The groups unfrozen before the resume are listed with those unfrozen after it.
+    assert unfreezing.unfrozen_at == {1: ["dense"], 2: ["block3_conv1", "block3_bn1"],
+                                      3: ["block2_conv1", "block2_bn1"]}
+
+
+def test_resume_without_replay_loses_optimizer_state(tmp_path):
+    model = frozen_model()
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 8, 8, 1)).astype("float32"), rng.integers(0, 3, 32)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path), delete_checkpoint=False)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[backup, GradualUnfreezing(1)])
+    # Without unfreeze_until the optimizer has fewer variables than the backup, and Keras
+    # skips loading them (this is why a resume must replay the unfreezings).
+    fresh = frozen_model()
+    fresh.optimizer.build(fresh.trainable_variables)
+    with pytest.warns(UserWarning, match="Skipping variable loading for optimizer"):
+        fresh.load_weights(tmp_path / "latest.weights.h5")

@@ -146,7 +146,10 @@ class TestScheduleFactory:
     @pytest.mark.parametrize("name, options, word", [
         ("warm", {}, "Unknown learning-rate schedule"),
         ("step", {"warmup_epochs": 1}, "Unknown option 'warmup_epochs'"),
-        ("step", {"factor": 2.0}, "factor must be between 0 and 1"),
+        ("step", {"factor": 2.0}, r"option factor must be > 0 and < 1\. Received: "
+                                  r"lr_schedule_options=\{'factor': 2\.0\}"),
+        ("cosine", {"alpha": 1.0}, r"'cosine' schedule's option alpha must be >= 0 and < 1\. "
+                                   r"Received: lr_schedule_options=\{'alpha': 1\.0\}"),
         ("sgdr", {"t_mul": 0}, "t_mul must be a positive number"),
     ])
     def test_bad_schedule(self, name, options, word):

@@ -1,5 +1,7 @@
 """Tests of the recipe fields `augmentation` and `preprocessing` and their wiring."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -13,9 +15,11 @@ from kerastricks.recipes.augmentation import (
     augment_dataset,
     augmentation_layers,
     available_augmentations,
+    check_augmentation_fits,
 )
 from kerastricks.recipes.models import build_model
 from kerastricks.recipes.spec import RecipeError
+from tests.recipes.cli_runner import run_cli
 
 TINY = dict(width=4, depth=1, convs_per_block=1, dense_units=0, epochs=1, batch_size=64,
             diagnostics=False)
@@ -248,3 +252,32 @@ def test_whitening_in_model_survives_save(tmp_path, digits_images):
     np.testing.assert_allclose(
         loaded.predict(other, verbose=0), model.predict(other, verbose=0), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("augmentation, message", [
+    ([{"pad_crop": {"padding": 8}}], "Augmentation 'pad_crop' does not fit the images of shape "
+                                     "(8, 8, 1): `padding` must be smaller"),
+    ([{"resized_crop": {"height": 20, "width": 20}}],
+     "Augmentation 'resized_crop' turns images of shape (8, 8, 1) into (20, 20, 1)"),
+])
+def test_misfit_augmentation_stops_before_training(tmp_path, augmentation, message):
+    recipe = Recipe(dataset="digits", subset=200, epochs=1, augmentation=augmentation)
+    data = load_dataset("digits", subset=200)
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        train(recipe, data, tmp_path / "run", verbose=0)
+    assert not (tmp_path / "run" / "status.json").exists()
+
+
+def test_fitting_augmentation_passes_the_check():
+    recipe = Recipe(augmentation=["flip", {"pad_crop": {"padding": 2}}, "resized_crop"])
+    check_augmentation_fits(recipe, (8, 8, 1))
+
+
+def test_misfit_augmentation_from_the_command_line(tmp_path, capsys):
+    status, _, err = run_cli(
+        ["run", "baseline", "--epochs", "1", "--subset", "300", "--logdir", str(tmp_path),
+         "--set", "augmentation=[{pad_crop: {padding: 8}}]"], capsys)
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "Augmentation 'pad_crop' does not fit the images of shape (8, 8, 1)" in err
+    assert not any(tmp_path.iterdir())

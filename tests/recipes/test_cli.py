@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kerastricks.recipes import data as data_module
+from kerastricks.recipes.registry import EXPERIMENTS
 from tests.recipes.cli_runner import run_cli
 from tests.recipes.idx_writer import write_fashion_like
 from tests.recipes.image_files import write_png_folder
@@ -21,6 +22,9 @@ def test_list_names_recipes_and_datasets(capsys):
     assert status == 0
     for name in ("baseline", "digits", "fashion_mnist", "mnist", "cifar10", "cifar100", "folder:PATH"):
         assert name in out
+    experiments = out[out.index("Experiments"):out.index("Data sets")]
+    for name in EXPERIMENTS:
+        assert f"  {name} " in experiments
 
 
 def test_run_baseline_on_digits(tmp_path, capsys):
@@ -105,7 +109,8 @@ def test_bad_input_exits_2(tmp_path, capsys, case, flags, message):
 def test_unknown_recipe_lists_names(tmp_path, capsys):
     status, _, err = run_cli(["run", "basline", "--logdir", str(tmp_path)], capsys)
     assert status == 2
-    assert "Unknown recipe 'basline'. Expected one of ['baseline']" in err
+    assert "Unknown recipe 'basline'. Expected one of ['activation_compare', " in err
+    assert "'baseline'" in err and "'imbalance_compare'" in err
 
 
 @pytest.mark.parametrize("epochs", ["0", "-3", "two"])

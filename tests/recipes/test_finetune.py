@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from kerastricks.recipes.finetune import (
     build_finetune_model,
@@ -23,7 +24,7 @@ def pretrained_base():
 
 
 def trainable_names(model):
-    return sorted({layer.name for layer in model.layers if layer.trainable and layer.weights})
+    return sorted({layer.name for layer in model.layers if layer.trainable_weights})
 
 
 def random_data(count=64, num_classes=3, seed=0):
@@ -96,8 +97,9 @@ class TestFrozenTraining:
     def test_frozen_batch_norm_statistics_stay_identical(self):
         base = pretrained_base()
         model, _ = build_finetune_model(base, 3, INPUT_SHAPE, "similar_large", trainable_groups=2)
+        # The head's own normalization, finetune_norm, is new and trains.
         frozen_bn = [layer for layer in model.layers if isinstance(
-            layer, keras.layers.BatchNormalization)]
+            layer, keras.layers.BatchNormalization) and layer.name != "finetune_norm"]
         before = [[w.numpy().copy() for w in layer.weights] for layer in frozen_bn]
         kernel_before = model.get_layer("block3_conv1").kernel.numpy().copy()
         frozen_kernel = model.get_layer("block1_conv1").kernel.numpy().copy()
@@ -123,6 +125,67 @@ class TestFrozenTraining:
         x, y = random_data()
         model.fit(x * 5 + 3, y, epochs=1, batch_size=16, verbose=0)
         assert not np.array_equal(layer.moving_mean.numpy(), before)
+
+
+def offset_feature_base():
+    """A base whose 16 features are its 4x4 pixels: an identity dense layer, then ReLU."""
+    inputs = keras.Input((4, 4, 1), name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    x = keras.layers.Dense(16, kernel_initializer="identity", name="dense")(x)
+    x = keras.layers.ReLU(name="dense_act")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="classifier")(x)
+    return keras.Model(inputs, outputs)
+
+
+def offset_feature_data(count, seed):
+    """Pixels near 3 with noise 0.1; class c adds 0.3 to pixel row c.
+
+    The classes are linearly separable, but most of each feature is a shared offset, as in
+    the ReLU features of a network that never saw these classes.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, count)
+    images = 3.0 + rng.normal(0.0, 0.1, (count, 4, 4, 1))
+    images[np.arange(count), labels] += 0.3
+    return images.astype("float32"), labels
+
+
+class TestLinearProbe:
+    def test_frozen_features_reach_reference_accuracy(self):
+        x_train, y_train = offset_feature_data(320, seed=0)
+        x_test, y_test = offset_feature_data(600, seed=1)
+        reference = LogisticRegression(max_iter=2000).fit(
+            x_train.reshape(len(x_train), -1), y_train).score(
+            x_test.reshape(len(x_test), -1), y_test)
+
+        keras.utils.set_random_seed(0)
+        model, _ = build_finetune_model(offset_feature_base(), 3, (4, 4, 1), "similar_small")
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        # 30 steps at a fine-tuning learning rate.
+        model.fit(x_train, y_train, epochs=3, batch_size=32, verbose=0)
+        _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+
+        assert reference > 0.95
+        assert accuracy >= reference - 0.05
+
+    def test_classifier_starts_uniform(self):
+        model, _ = build_finetune_model(offset_feature_base(), 3, (4, 4, 1), "similar_small")
+        x, _ = offset_feature_data(8, seed=0)
+        np.testing.assert_allclose(model.predict(x, verbose=0), np.full((8, 3), 1 / 3),
+                                   atol=1e-6)
+
+    def test_features_standardized_by_default(self):
+        model, _ = build_finetune_model(offset_feature_base(), 3, (4, 4, 1), "similar_small")
+        norm = model.get_layer("finetune_norm")
+        assert not norm.center
+        assert not norm.scale
+        assert model.get_layer("finetune_classifier").input is norm.output
+
+    def test_normalization_can_be_left_out(self):
+        model, _ = build_finetune_model(offset_feature_base(), 3, (4, 4, 1), "similar_small",
+                                        normalize_features=False)
+        assert "finetune_norm" not in [layer.name for layer in model.layers]
 
 
 class TestDiscriminativeRates:
@@ -181,7 +244,7 @@ class TestBadInput:
 
     def test_grayscale_into_rgb_model(self):
         base = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(2, 3, name="c1")])
-        with pytest.raises(ValueError, match="3 channels.*keras.ops.repeat"):
+        with pytest.raises(ValueError, match="one channel 3 times with keras.ops.repeat"):
             build_finetune_model(base, 3, (16, 16, 1), "similar_small")
 
     def test_auto_needs_num_images(self):

@@ -287,7 +287,9 @@ def test_interrupted_backup_save_keeps_previous(tmp_path):
 
 
 def test_killed_swa_run_resumes_to_same_metrics(tmp_path):
-    args = ["run", "baseline", *RESUMABLE, "--set", "swa_start=1"]
+    # Five epochs, so the kill after three finished epochs never comes after the last one,
+    # however fast the epochs run.
+    args = ["run", "baseline", *RESUMABLE, "--epochs", "5", "--set", "swa_start=1"]
     reference = subprocess.run([sys.executable, "-m", "kerastricks.recipes.cli", *args,
                                 "--run-dir", "reference"], cwd=tmp_path, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr
@@ -325,3 +327,31 @@ def test_ctrl_c_raises_at_batch_end():
     assert events[-1] == ("batch", 2)
     assert ("epoch_end", 0) not in events
     assert signal.getsignal(signal.SIGINT) is handler_before
+
+
+def test_killed_gradual_unfreezing_resumes_same(tmp_path, capsys):
+    from kerastricks.recipes.models import build_model
+
+    base = build_model(Recipe(width=4, depth=2, convs_per_block=1, dense_units=8, seed=0), (8, 8, 1), 10)
+    base.save(tmp_path / "base.keras")
+    # Unfreezings begin epochs 1, 2 and 3. The kill comes during epoch 2, so the backup, from
+    # the end of epoch 1, follows one unfreezing.
+    args = ["run", "baseline", *RESUMABLE, "--no-diagnostics",
+            "--set", f"finetune_from={tmp_path / 'base.keras'}",
+            "--set", "finetune_strategy=similar_small", "--set", "gradual_unfreezing=1"]
+    assert cli.main([*args, "--run-dir", str(tmp_path / "reference")]) == 0
+    capsys.readouterr()
+
+    process = _start([*args, "--run-dir", "run"], tmp_path)
+    _wait_for_epochs(tmp_path / "run", 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run([sys.executable, "-m", "kerastricks.recipes.cli", *args,
+                              "--run-dir", "run"], cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming the unfinished run" in resumed.stdout
+    assert _metrics_without_timing(tmp_path / "run") == _metrics_without_timing(tmp_path / "reference")
+    reference = keras.saving.load_model(tmp_path / "reference" / "model.keras")
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    for expected, value in zip(reference.weights, model.weights):
+        np.testing.assert_array_equal(value.numpy(), expected.numpy())
