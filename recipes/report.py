@@ -159,8 +159,8 @@ def _section(summary, figures_link):
         "",
         format_table(summary["columns"], summary["rows"]),
         "",
-        f"Data: {summary['dataset']}, {images['train']} training, {images['validation']} "
-        f"validation and {images['test']} test images; seed {summary['seed']}; "
+        f"Data: {summary['dataset']}, {images['train']:,} training, {images['validation']:,} "
+        f"validation and {images['test']:,} test images; seed {summary['seed']}; "
         f"{summary['size']} size. {summary['notes']}".rstrip(),
         "",
         f"Command: `{summary['command']}` ({_times(summary)}).",

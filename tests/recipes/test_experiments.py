@@ -152,6 +152,9 @@ def test_activation_verdict_uses_the_noise_margin():
     assert activation_verdict(clear).status == "supported"
     # Two standard errors of 0.105 on 10,000 images are 0.61 points.
     close = _activation_rows({"sigmoid": 0.2, "tanh": 0.105})
-    assert activation_verdict(close).status == "not supported"
+    assert activation_verdict(close).status == "inconclusive"
+    assert "5 of 5 rectifiers beat sigmoid and 0 beat tanh" in activation_verdict(close).text
+    none_better = _activation_rows({"sigmoid": 0.1, "tanh": 0.1})
+    assert activation_verdict(none_better).status == "not supported"
     mixed = _activation_rows({"sigmoid": 0.2, "tanh": 0.15, "PReLU": 0.16})
     assert activation_verdict(mixed).status == "inconclusive"
