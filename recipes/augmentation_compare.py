@@ -37,7 +37,8 @@ import numpy as np  # noqa: E402
 
 from kerastricks.recipes.experiments import (  # noqa: E402
     GAP, INCONCLUSIVE, MEASUREMENTS_FILE, NOT_SUPPORTED, SUPPORTED, TEST_ERROR, TRAIN_ERROR,
-    TRAIN_SECONDS, Column, Experiment, Verdict, experiment_recipe, read_run, row_of, slug,
+    TRAIN_SECONDS, Column, Experiment, Verdict, accuracy_margin, experiment_recipe, read_run,
+    row_of, slug,
 )
 
 NONE = "none"
@@ -113,7 +114,9 @@ def verdict(rows):
     none = row_of(rows, NONE)
     augmented = [row for row in rows if row["variant"] != NONE]
     narrower = [row for row in augmented if row["gap"] < none["gap"]]
-    better = [row for row in augmented if row["test_error"] < none["test_error"]]
+    # A lower test error counts only beyond two standard errors of the test split.
+    margin = accuracy_margin(none["test_error"], none.get("test_images", 10000))
+    better = [row for row in augmented if row["test_error"] < none["test_error"] - margin]
     best = min(augmented, key=lambda row: row["test_error"])
     later = [row for row in augmented
              if (row.get("best_epoch") or 0) > (none.get("best_epoch") or 0)]
@@ -122,7 +125,8 @@ def verdict(rows):
                f"{100 * none['gap']:.2f} points; {len(narrower)} of {len(augmented)} augmented "
                f"variants narrow the gap and {len(better)} "
                f"{'lowers' if len(better) == 1 else 'lower'} the test error, best "
-               f"{best['variant']} at {100 * best['test_error']:.2f} %")
+               f"{best['variant']} at {100 * best['test_error']:.2f} % (differences below "
+               f"{100 * margin:.2f} points are within the noise)")
     epochs = (f"{len(later)} of {len(augmented)} augmented variants reach their best validation "
               f"accuracy at a later epoch than the variant without augmentation (epoch "
               f"{none.get('best_epoch')})")

@@ -36,7 +36,7 @@ from pathlib import Path  # noqa: E402
 
 from kerastricks.recipes.experiments import (  # noqa: E402
     INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, TEST_ERROR, TRAIN_SECONDS, Column, Experiment,
-    Verdict, experiment_recipe, row_of,
+    Verdict, accuracy_margin, experiment_recipe, row_of,
 )
 
 CONSTANT = "constant"
@@ -82,12 +82,15 @@ def epoch_learning_rates(run_dir):
 
 def verdict(rows):
     """Judge the claim: it holds when every decaying schedule ends with a lower test error than
-    the constant learning rate, and does not hold when none does."""
+    the constant learning rate by more than the noise of the test split (two standard errors),
+    and does not hold when none does."""
     constant = row_of(rows, CONSTANT)
+    margin = accuracy_margin(constant["test_error"], constant.get("test_images", 10000))
     errors = {label: row_of(rows, label)["test_error"] for label in DECAYING}
-    better = [label for label in DECAYING if errors[label] < constant["test_error"]]
+    better = [label for label in DECAYING if errors[label] < constant["test_error"] - margin]
     listed = ", ".join(f"{label} {100 * error:.2f} %" for label, error in errors.items())
-    numbers = (f"constant {100 * constant['test_error']:.2f} % test error; {listed}")
+    numbers = (f"constant {100 * constant['test_error']:.2f} % test error; {listed}; "
+               f"differences below {100 * margin:.2f} points are within the noise")
     if len(better) == len(DECAYING):
         return Verdict(SUPPORTED, f"Every decaying schedule beats the constant learning rate: "
                                   f"{numbers}.")

@@ -31,7 +31,7 @@ if __name__ == "__main__":
 
 from kerastricks.recipes.experiments import (  # noqa: E402
     GAP, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, TEST_ERROR, TRAIN_ERROR, TRAIN_SECONDS,
-    Experiment, Verdict, experiment_recipe, row_of,
+    Experiment, Verdict, accuracy_margin, experiment_recipe, row_of,
 )
 
 NONE = "none"
@@ -58,9 +58,11 @@ def verdict(rows):
                f"{100 * singles['dropout 0.5']:.2f} %, none {100 * none['test_error']:.2f} %)")
     gap_holds = len(narrower) >= 4
     narrowest = min(regularized, key=lambda row: row["gap"])["variant"]
+    margin = accuracy_margin(none["test_error"], none.get("test_images", 10000))
     summary = (f"{len(narrower)} of {len(regularized)} regularized variants narrow the gap "
                f"({narrowest} the most), and dropout {'is' if dropout_best else 'is not'} the "
-               f"single regularizer with the lowest test error")
+               f"single regularizer with the lowest test error (test-error differences below "
+               f"{100 * margin:.2f} points are within the noise of the test split)")
     if gap_holds and dropout_best:
         return Verdict(SUPPORTED, f"{summary}: {numbers}.")
     if not gap_holds and not dropout_best:

@@ -27,6 +27,8 @@ def made_up_rows(test_errors):
     ((0.12, 0.10, 0.11, 0.105, 0.1), SUPPORTED),
     ((0.10, 0.12, 0.11, 0.105, 0.1), NOT_SUPPORTED),
     ((0.11, 0.10, 0.12, 0.105, 0.11), INCONCLUSIVE),
+    # Two standard errors of 0.10 on 10,000 images are 0.6 points: 0.095 is a tie.
+    ((0.10, 0.095, 0.096, 0.097, 0.095), NOT_SUPPORTED),
 ])
 def test_verdict_on_made_up_rows(test_errors, status):
     result = verdict(made_up_rows(test_errors))
@@ -36,7 +38,7 @@ def test_verdict_on_made_up_rows(test_errors, status):
 
 def test_verdict_names_the_schedules_that_win():
     assert "2 of 4 decaying schedules beat the constant learning rate (step, cosine + warmup)" in (
-        verdict(made_up_rows((0.11, 0.10, 0.12, 0.105, 0.11))).text)
+        verdict(made_up_rows((0.11, 0.10, 0.12, 0.10, 0.11))).text)
 
 
 def test_variants_share_the_peak_learning_rate():
