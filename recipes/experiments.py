@@ -89,7 +89,8 @@ class Experiment:
             `kerastricks.recipes` and the experiment's folder name.
         title: a short heading for the report.
         claim: the claim in one or two sentences.
-        source: where the claim comes from (the survey's section and the paper).
+        source: the survey section and the paper that make the claim, e.g. `"Survey section 5;
+            Xu et al. 2015."`.
         recipe: the base recipe at full size; every variant changes some of its fields.
         quick: the fields that shrink the base recipe to the quick size (a few minutes on two
             CPU cores), e.g. `{"subset": 6000, "epochs": 3}`.

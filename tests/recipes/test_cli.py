@@ -110,7 +110,8 @@ def test_unknown_recipe_lists_names(tmp_path, capsys):
     status, _, err = run_cli(["run", "basline", "--logdir", str(tmp_path)], capsys)
     assert status == 2
     assert "Unknown recipe 'basline'. Expected one of ['activation_compare', " in err
-    assert "'baseline'" in err and "'imbalance_compare'" in err
+    assert "'baseline'" in err
+    assert "'imbalance_compare'" in err
 
 
 @pytest.mark.parametrize("epochs", ["0", "-3", "two"])

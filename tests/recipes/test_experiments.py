@@ -37,7 +37,8 @@ def test_row_values_derive_errors():
 
 def test_row_values_without_train_evaluation():
     values = row_values({"test_accuracy": 0.5, "train_seconds": 1.0, "epochs": 1})
-    assert "gap" not in values and values["train_accuracy"] is None
+    assert "gap" not in values
+    assert values["train_accuracy"] is None
 
 
 def test_format_table_percent_and_missing():
@@ -71,10 +72,12 @@ def test_variant_fields_follow_the_size():
 def test_activation_experiment_and_report(tmp_path, capsys):
     status, out, err = run_experiment_cli("activation_compare", tmp_path / "runs", capsys)
     assert status == 0, err
-    assert "| RReLU |" in out and "Verdict:" in out
+    assert "| RReLU |" in out
+    assert "Verdict:" in out
     folder = tmp_path / "runs" / "activation_compare"
     summary = check_experiment_folder(folder, ACTIVATION_VARIANTS)
-    assert summary["size"] == "quick" and summary["images"]["train"] == 540
+    assert summary["size"] == "quick"
+    assert summary["images"]["train"] == 540
     assert summary["command"].startswith("kerastricks run activation_compare --quick")
     # Every variant ran with its own activation and the final training error measured.
     for row in summary["rows"]:
@@ -85,7 +88,8 @@ def test_activation_experiment_and_report(tmp_path, capsys):
 
     # A second run reuses the finished folders instead of training again.
     status, out, _ = run_experiment_cli("activation_compare", tmp_path / "runs", capsys)
-    assert status == 0 and out.count("reusing the finished run") == len(ACTIVATION_VARIANTS)
+    assert status == 0
+    assert out.count("reusing the finished run") == len(ACTIVATION_VARIANTS)
 
     report = tmp_path / "docs" / "report.md"
     status, out, err = run_cli(["report", "--logdir", str(tmp_path / "runs"), "--out", str(report)],
@@ -119,11 +123,14 @@ def test_report_lists_missing_experiments(tmp_path, capsys):
 def test_inapplicable_flags_exit_2(tmp_path, capsys):
     status, _, err = run_cli(["run", "activation_compare", "--resume", "--logdir",
                               str(tmp_path)], capsys)
-    assert status == 2 and "--resume applies to single recipes" in err
+    assert status == 2
+    assert "--resume applies to single recipes" in err
     status, _, err = run_cli(["run", "baseline", "--quick", "--logdir", str(tmp_path)], capsys)
-    assert status == 2 and "--quick applies to experiments" in err
+    assert status == 2
+    assert "--quick applies to experiments" in err
     status, _, err = run_cli(["report", "--only", "nonsense", "--logdir", str(tmp_path)], capsys)
-    assert status == 2 and "'nonsense'" in err
+    assert status == 2
+    assert "'nonsense'" in err
 
 
 def test_other_finished_run_is_kept(tmp_path, capsys):
@@ -132,7 +139,8 @@ def test_other_finished_run_is_kept(tmp_path, capsys):
     Recipe(name="other").save(folder / "recipe.json")
     (folder / "status.json").write_text(json.dumps({"state": "complete"}), encoding="utf-8")
     status, _, err = run_experiment_cli("activation_compare", tmp_path, capsys)
-    assert status == 2 and "contains a finished run with other settings" in err
+    assert status == 2
+    assert "contains a finished run with other settings" in err
     assert Recipe.from_file(folder / "recipe.json").name == "other"
 
 

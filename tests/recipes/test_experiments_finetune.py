@@ -65,4 +65,5 @@ def test_finetune_experiment_runs_every_strategy(tmp_path, capsys):
                                                      abs=0.2)
     # A second run reuses the finished variants.
     status, out, _ = run_experiment_cli("finetune_compare", tmp_path, capsys)
-    assert status == 0 and "[finetune_compare] fine-tuning" not in out
+    assert status == 0
+    assert "[finetune_compare] fine-tuning" not in out

@@ -10,7 +10,7 @@ from kerastricks.recipes.spec import Recipe
 from tests.recipes.experiment_checks import check_experiment_folder, run_experiment_cli
 
 
-def test_two_stage_variants_spend_half_the_epochs_in_stage_two():
+def test_two_stage_half_the_epochs():
     for size, epochs in (("quick", 4), ("full", 5)):
         base = EXPERIMENT.base_recipe(size)
         assert base.epochs == epochs

@@ -124,7 +124,7 @@ def test_verdict_inconclusive_when_normalization_ties_none():
     assert "do not beat no pre-processing beyond the noise" in result.text
 
 
-def test_verdict_not_supported_when_normalization_is_worse_than_none():
+def test_verdict_normalization_worse_than_none():
     errors = {**ERRORS, "none": 0.10, "center": 0.13, "standardize_pixel": 0.13,
               "standardize_channel": 0.13}
     assert verdict(rows_with(errors)).status == NOT_SUPPORTED
