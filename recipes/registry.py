@@ -7,6 +7,8 @@ from kerastricks.recipes.spec import RecipeError
 # Recipe name -> (module, one-line description). A recipe module defines `RECIPE`.
 RECIPES = {
     "baseline": ("kerastricks.recipes.baseline", "small VGG-style CNN with batch norm, Adam"),
+    "all_tricks": ("kerastricks.recipes.all_tricks",
+                   "Fashion-MNIST: the tricks that paid off here, chosen on the validation split"),
 }
 
 # Experiment name -> (module, one-line description). An experiment module defines `EXPERIMENT`
