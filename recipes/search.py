@@ -269,16 +269,23 @@ def check_project(project_dir, fingerprint):
         )
 
 
-def run_search(tuner):
+def run_search(tuner, verbose=1):
     """Run (or resume) the search of a tuner from `create_tuner`; return its ranked trials.
 
     Each trial writes its TensorBoard run, with its hyperparameters for the HParams dashboard,
     to `PROJECT/logs/<trial id>/execution0`. A worker of a distributed search returns `[]`:
     only the chief's oracle contains every trial, and the chief ranks them.
+
+    Args:
+        tuner: the tuner from `create_tuner`.
+        verbose: `1` prints keras-tuner's table of each trial's hyperparameters and the best
+            score so far; `0` hides it. Training's own output follows `create_tuner`'s
+            `verbose`. Defaults to `1`.
     """
     logdir = Path(tuner.project_dir) / "logs"
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(logdir))
-    tuner.search(epochs=tuner.max_epochs, callbacks=[tensorboard])
+    # keras-tuner reads `verbose` for its trial table; `RecipeHyperModel.fit` ignores it.
+    tuner.search(epochs=tuner.max_epochs, callbacks=[tensorboard], verbose=verbose)
     if is_search_worker():
         return []
     from kerastricks.recipes.importance import rank_trials

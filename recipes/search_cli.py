@@ -59,7 +59,8 @@ def add_search_arguments(parser):
     parser.add_argument("--seed", type=non_negative_int, help="seed of the split, weights and tuner")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="set a field of the base recipe, e.g. --set width=16; repeatable")
-    parser.add_argument("--quiet", action="store_true", help="hide Keras's per-epoch progress")
+    parser.add_argument("--quiet", action="store_true",
+                        help="hide Keras's per-epoch progress and keras-tuner's trial tables")
     add_distribute_arguments(parser, batch_scaling=False)
     add_search_cluster_arguments(parser)
     # `resolve_recipe` also reads `--epochs`, which the search sets through --max-epochs.
@@ -105,7 +106,7 @@ def run_search_command(args, parser):
         print(f"Distributed search: the chief oracle listens on {address}." if role == "chief" else
               f"Distributed search: worker {role} of the chief oracle at {address}.", flush=True)
     try:
-        rows = search.run_search(tuner)
+        rows = search.run_search(tuner, verbose=0 if args.quiet else 1)
     except KeyboardInterrupt:
         print(f"kerastricks: interrupted; rerun the same command to resume the search in {project}.",
               file=sys.stderr)

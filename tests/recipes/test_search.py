@@ -28,6 +28,9 @@ if "diagnostics" in {field.name for field in dataclasses.fields(Recipe)}:
     # Per-layer diagnostics are part of a recipe run, but they only slow these tests down.
     TINY += ["--set", "diagnostics=false"]
 
+# The same without --quiet: keras-tuner's trial table and Keras's per-epoch lines are printed.
+TINY_VERBOSE = [arg for arg in TINY if arg != "--quiet"]
+
 LEAKY_SPACE = (
     "activation: [relu, leaky_relu]\n"
     "activation_options.negative_slope:\n"
@@ -65,6 +68,9 @@ def test_grid_search_completes(grid_search):
     trials = _trials(grid_search["project"])
     assert len(trials) == 3
     assert all(trial["status"] == "COMPLETED" for trial in trials.values())
+    # --quiet hides keras-tuner's table of each trial as well as Keras's progress.
+    assert "Running Trial" not in grid_search["out"]
+    assert "So Far" not in grid_search["out"]
 
 
 def test_grid_covers_conditional_values(grid_search):
@@ -284,8 +290,9 @@ def test_hyperband_minimizes_loss(tmp_path, capsys):
     space.write_text("dropout: [0.0, 0.5]\nlearning_rate: {min: 1.0e-3, max: 1.0e-2, sampling: log}\n")
     status, out, err = run_cli(["search", "--space", str(space), "--objective", "val_loss",
                                  "--max-epochs", "2", "--factor", "2", "--trials", "3",
-                                 "--project", str(project), *TINY], capsys)
+                                 "--project", str(project), *TINY_VERBOSE], capsys)
     assert status == 0, err
+    assert out.count("Running Trial #") == 3
     trials = _trials(project)
     assert len(trials) == 3
     assert any("tuner/epochs" in trial["hyperparameters"]["values"] for trial in trials.values())
