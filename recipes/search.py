@@ -263,9 +263,11 @@ def check_project(project_dir, fingerprint):
     saved = json.loads(saved_file.read_text(encoding="utf-8"))
     differences = [key for key in sorted(set(saved) | set(fingerprint)) if saved.get(key) != fingerprint.get(key)]
     if differences:
+        verb = "differs" if len(differences) == 1 else "differ"
         raise SearchError(
             f"The project folder {project_dir} contains another search: its {', '.join(differences)} "
-            f"differ from this one's. Use another folder to start a new search, or overwrite it."
+            f"{verb} from this one's. Use another folder to start a new search, or overwrite it "
+            f"(--overwrite on the command line, overwrite=True in create_tuner)."
         )
 
 

@@ -95,7 +95,8 @@ def run_search_command(args, parser):
         overwrite=args.overwrite, verbose=0 if args.quiet else 2,
         strategy=strategy if strategy.num_replicas_in_sync > 1 else None,
     )
-    print(f"Searching {len(space.entries)} hyperparameters of {base.name} on {data.name} with "
+    noun = "hyperparameter" if len(space.entries) == 1 else "hyperparameters"
+    print(f"Searching {len(space.entries)} {noun} of {base.name} on {data.name} with "
           f"{args.tuner}, objective {tuner.oracle.objective.name} ({tuner.oracle.objective.direction}). "
           f"Project: {project}")
     if strategy.num_replicas_in_sync > 1:

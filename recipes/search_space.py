@@ -116,7 +116,10 @@ class SearchSpace:
         try:
             entries = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as error:
-            raise SearchError(f"Search space file {path} is not valid JSON or YAML: {error}") from None
+            raise SearchError(
+                f"Search space file {path} is not valid JSON or YAML: {_syntax_error_summary(error)}. "
+                f"Fix the file and rerun."
+            ) from None
         return cls(entries, base=base)
 
     def entry(self, name):
@@ -405,3 +408,14 @@ def _check_activation_options(recipe):
 
     get_activation(recipe.activation, **recipe.activation_options)
 
+
+def _syntax_error_summary(error):
+    """Return a one-line description of a JSON or YAML syntax error, with its line and column."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at line {error.lineno}, column {error.colno}"
+    # PyYAML's marked errors print a snippet with a caret over several lines, and count from 0.
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())

@@ -326,7 +326,8 @@ def test_bad_flags_exit_2(tmp_path, capsys, case, flags, message):
     ("colour: [red, blue]\n", "Unknown recipe field 'colour' in the search space"),
     ("activation: []\n", "needs a non-empty list of values"),
     ("learning_rate: {min: 0.1, max: 0.001}\n", "needs min <= max"),
-], ids=["unknown field", "empty choice", "min above max"])
+    ("activation: [relu, elu\n", "is not valid JSON or YAML: expected ',' or ']'"),
+], ids=["unknown field", "empty choice", "min above max", "unclosed list"])
 def test_bad_space_file_exits_2(tmp_path, capsys, text, message):
     space = tmp_path / "space.yaml"
     space.write_text(text)
