@@ -63,8 +63,8 @@ def build_parser():
     return parser
 
 
-def build_step(variant, recipe):
-    """Build the recipe's network in `variant` and return it with its one-step training function."""
+def build_variant(variant, recipe):
+    """Build and compile the recipe's network in `variant`."""
     policy = "mixed_bfloat16" if variant == "mixed_bfloat16" else "float32"
     keras.mixed_precision.set_global_policy(policy)
     try:
@@ -77,7 +77,7 @@ def build_step(variant, recipe):
         loss="sparse_categorical_crossentropy",
         jit_compile=variant == "xla",
     )
-    return model, model.train_on_batch
+    return model
 
 
 def training_flops(model, batch_size):
@@ -109,7 +109,8 @@ def main(argv=None):
 
     models, steps = {}, {}
     for variant in VARIANTS:
-        models[variant], steps[variant] = build_step(variant, recipe)
+        models[variant] = build_variant(variant, recipe)
+        steps[variant] = models[variant].train_on_batch
         for _ in range(3):  # Warm up: trace, compile and fill caches.
             steps[variant](images, labels)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from kerastricks.recipes.spec import Recipe, RecipeError
+from kerastricks.recipes.spec import Recipe, RecipeError, syntax_error_summary
 
 
 class SearchError(RecipeError):
@@ -117,7 +117,7 @@ class SearchSpace:
             entries = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as error:
             raise SearchError(
-                f"Search space file {path} is not valid JSON or YAML: {_syntax_error_summary(error)}. "
+                f"Search space file {path} is not valid JSON or YAML: {syntax_error_summary(error)}. "
                 f"Fix the file and rerun."
             ) from None
         return cls(entries, base=base)
@@ -407,15 +407,3 @@ def _check_activation_options(recipe):
     from kerastricks.layers import get_activation
 
     get_activation(recipe.activation, **recipe.activation_options)
-
-
-def _syntax_error_summary(error):
-    """Return a one-line description of a JSON or YAML syntax error, with its line and column."""
-    if isinstance(error, json.JSONDecodeError):
-        return f"{error.msg} at line {error.lineno}, column {error.colno}"
-    # PyYAML's marked errors print a snippet with a caret over several lines, and count from 0.
-    problem = getattr(error, "problem", None)
-    mark = getattr(error, "problem_mark", None)
-    if problem and mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return " ".join(str(error).split())

@@ -490,3 +490,15 @@ def _check_schedule_and_imbalance(recipe):
             f"lr_schedule='constant'. Received: snapshots={recipe.snapshots}, "
             f"lr_schedule={recipe.lr_schedule!r}."
         )
+
+
+def syntax_error_summary(error):
+    """Return a one-line description of a JSON or YAML syntax error, with its line and column."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} at line {error.lineno}, column {error.colno}"
+    # PyYAML's marked errors print a snippet with a caret over several lines, and count from 0.
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())
