@@ -242,7 +242,10 @@ class Recipe:
             else:
                 values = yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as error:
-            raise RecipeError(f"Recipe file {path} is not valid JSON or YAML: {error}") from None
+            raise RecipeError(
+                f"Recipe file {path} is not valid JSON or YAML: {syntax_error_summary(error)}. "
+                f"Fix the file and rerun."
+            ) from None
         if values is None:
             raise RecipeError(f"Recipe file {path} is empty. Write recipe fields such as 'epochs: 5'.")
         return cls.from_dict(values)

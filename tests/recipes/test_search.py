@@ -68,6 +68,7 @@ def test_grid_search_completes(grid_search):
     trials = _trials(grid_search["project"])
     assert len(trials) == 3
     assert all(trial["status"] == "COMPLETED" for trial in trials.values())
+    assert "Searching 2 hyperparameters of" in grid_search["out"]
     # --quiet hides keras-tuner's table of each trial as well as Keras's progress.
     assert "Running Trial" not in grid_search["out"]
     assert "So Far" not in grid_search["out"]
@@ -172,12 +173,15 @@ def test_project_of_other_space_fails(grid_search, tmp_path, capsys):
     status, _, err = run_cli(argv, capsys)
     assert status == 2
     assert f"The project folder {project} contains another search: its space differ" in err
+    assert "its space differs from this one's" in err
+    assert "--overwrite" in err
     assert len(err.strip().splitlines()) == 1
     assert len(_trials(project)) == 3
 
     other_space.write_text("activation: [elu]\n")
-    status, _, err = run_cli([*argv, "--overwrite"], capsys)
+    status, out, err = run_cli([*argv, "--overwrite"], capsys)
     assert status == 0, err
+    assert "Searching 1 hyperparameter of" in out
     trials = _trials(project)
     assert len(trials) == 1
     assert [trial["hyperparameters"]["values"]["activation"] for trial in trials.values()] == ["elu"]

@@ -77,6 +77,23 @@ def test_yaml_python_tag_rejected(tmp_path):
         Recipe.from_file(path)
 
 
+def test_yaml_syntax_error_one_line(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("epochs: [1, 2\n")
+    with pytest.raises(RecipeError) as error:
+        Recipe.from_file(path)
+    message = str(error.value)
+    assert "expected ',' or ']', but got '<stream end>' at line 2, column 1" in message
+    assert "\n" not in message
+
+
+def test_json_syntax_error_position(tmp_path):
+    path = tmp_path / "recipe.json"
+    path.write_text('{"epochs": 2,}')
+    with pytest.raises(RecipeError, match="at line 1, column 14"):
+        Recipe.from_file(path)
+
+
 def test_recipe_file_not_a_mapping(tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text("- a\n- b\n")
